@@ -1,0 +1,61 @@
+// HF tokenizer.json, the BPE model with the SentencePiece-style normalizer (Prepend "▁", spaces to
+// "▁") and byte fallback, as Llama 1/2 and llama2.c models ship it; plus the incremental
+// detokenizer that turns a growing list of ids into text without ever emitting broken UTF-8.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace dpinfer::engine {
+
+class Tokenizer {
+ public:
+  // `path` is a tokenizer.json file or a directory holding one. Errors name the file and what is
+  // unsupported (normalizer, pre-tokenizer, model type...).
+  static absl::StatusOr<std::unique_ptr<Tokenizer>> Load(const std::string& path);
+  virtual ~Tokenizer() = default;
+
+  // Encodes UTF-8 text. `add_special_tokens` applies the post-processor template (BOS for Llama).
+  // Invalid UTF-8 is an InvalidArgument error.
+  virtual absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
+                                                      bool add_special_tokens) const = 0;
+  // Decodes ids to text as HF `decode(ids, skip_special_tokens=...)` does (byte fallback tokens
+  // fused, the decoder's leading-space strip applied at the start). Invalid UTF-8 sequences
+  // become U+FFFD as in HF.
+  virtual std::string Decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const = 0;
+
+  virtual int32_t vocab_size() const = 0;           // highest id + 1, added tokens included
+  virtual bool IsSpecial(int32_t id) const = 0;     // added tokens marked special
+  virtual int32_t TokenToId(std::string_view token) const = 0;  // -1 when unknown
+  virtual std::string IdToToken(int32_t id) const = 0;          // "" when out of range
+};
+
+// Incremental detokenization of one sequence (prompt + generated ids), vLLM-style: the text of
+// the generated part is Decode(all ids) minus Decode(prompt ids), produced piece by piece, holding
+// back a piece while it ends in an incomplete UTF-8 sequence.
+class IncrementalDetokenizer {
+ public:
+  IncrementalDetokenizer(const Tokenizer* tokenizer, std::vector<int32_t> prompt_ids,
+                         bool skip_special_tokens = true);
+  // Appends one generated id and returns the newly final text (possibly empty).
+  std::string Append(int32_t id);
+  // Text released so far for the generated ids.
+  const std::string& text() const { return text_; }
+  // Flushes whatever is held back (at the end of the sequence; broken bytes become U+FFFD).
+  std::string Finish();
+
+ private:
+  const Tokenizer* tokenizer_;
+  bool skip_special_tokens_;
+  std::vector<int32_t> ids_;
+  size_t prefix_offset_ = 0;  // start of the window decoded for context
+  size_t read_offset_ = 0;    // ids before this are already in text_
+  std::string text_;
+};
+
+}  // namespace dpinfer::engine
