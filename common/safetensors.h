@@ -60,6 +60,7 @@ class Checkpoint {
   std::vector<std::string> Names() const;
 
  private:
+  std::string model_dir_;  // for errors about tensors that are absent
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorInfo*> index_;
   std::map<std::string, std::string> file_of_;  // tensor name -> file path (for errors)
