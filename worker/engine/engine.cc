@@ -1,0 +1,318 @@
+// The engine of one DP replica (see engine.h): request validation, the step loop (schedule ->
+// forward -> sample -> detokenize -> stop checks) and the bookkeeping between them.
+#include "worker/engine/engine.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <random>
+#include <unordered_set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status.h"
+#include "kernels/backend.h"
+#include "worker/engine/kv_cache.h"
+#include "worker/engine/llama_model.h"
+#include "worker/engine/sampler.h"
+#include "worker/engine/scheduler.h"
+#include "worker/engine/tokenizer/tokenizer.h"
+
+namespace dpinfer::engine {
+
+absl::Status ValidateSamplingParams(const SamplingParams& p) {
+  if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("temperature must be >= 0, got %g", p.temperature));
+  }
+  if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrFormat("top_p must be in (0, 1], got %g", p.top_p));
+  }
+  if (p.top_k < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("top_k must be -1 (disabled) or >= 0, got %d", p.top_k));
+  }
+  if (p.max_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_tokens must be >= 1, got %d", p.max_tokens));
+  }
+  if (p.stop.size() > 16) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("at most 16 stop strings are allowed, got %d", p.stop.size()));
+  }
+  for (const std::string& s : p.stop) {
+    if (s.empty()) return absl::InvalidArgumentError("stop strings must be non-empty");
+  }
+  return absl::OkStatus();
+}
+
+const char* FinishReasonName(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// KV memory the default sizing may take when EngineOptions.kv_cache_tokens is 0.
+constexpr int64_t kDefaultKvBytesCap = int64_t{4} << 30;
+
+class EngineImpl final : public Engine {
+ public:
+  absl::Status Init(const EngineOptions& options);
+
+  absl::Status Add(Request request) override;
+  absl::Status Step(std::vector<Result>* finished) override;
+  void Abort(uint64_t id) override;
+  bool HasWork() const override {
+    return scheduler_->num_running() > 0 || scheduler_->num_waiting() > 0;
+  }
+  EngineStats stats() const override;
+  const ModelConfig& config() const override { return config_; }
+  const Tokenizer& tokenizer() const override { return *tokenizer_; }
+  const std::string& served_model_name() const override { return served_model_name_; }
+  int32_t max_model_len() const override { return max_model_len_; }
+
+ private:
+  // Appends a sampled token and applies the stop conditions; true when the sequence is done.
+  bool AppendToken(Sequence* seq, int32_t token, FinishReason* reason);
+  // Adds released text and looks for a stop string in the new tail; on a match truncates the
+  // text before it and returns true.
+  bool AppendText(Sequence* seq, const std::string& piece);
+
+  EngineOptions options_;
+  ModelConfig config_;
+  std::string served_model_name_;
+  int32_t max_model_len_ = 0;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<LlamaModel> model_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unordered_set<uint64_t> live_ids_;
+  std::mt19937_64 seed_rng_{std::random_device{}()};
+  ForwardBatch batch_;
+  std::vector<float> logits_;
+  EngineStats stats_;
+};
+
+absl::Status EngineImpl::Init(const EngineOptions& o) {
+  options_ = o;
+  if (o.max_num_seqs < 1 || o.max_num_batched_tokens < 1 || o.kv_block_size < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_num_seqs (%d), max_num_batched_tokens (%d) and kv_block_size (%d) must be >= 1",
+        o.max_num_seqs, o.max_num_batched_tokens, o.kv_block_size));
+  }
+  ASSIGN_OR_RETURN(config_, LoadModelConfig(o.model_dir));
+  ASSIGN_OR_RETURN(tokenizer_, Tokenizer::Load(o.model_dir));
+  served_model_name_ = o.served_model_name;
+  if (served_model_name_.empty()) {
+    std::filesystem::path p(o.model_dir);
+    if (!p.has_filename()) p = p.parent_path();
+    served_model_name_ = p.filename().string();
+  }
+  max_model_len_ = o.max_model_len > 0 ? o.max_model_len
+                                       : static_cast<int32_t>(config_.max_position_embeddings);
+  if (max_model_len_ > config_.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_model_len %d exceeds the model's max_position_embeddings %d", max_model_len_,
+        config_.max_position_embeddings));
+  }
+  backend_ = kernels::NewCpuBackend(o.num_threads);
+  ASSIGN_OR_RETURN(model_, LlamaModel::Load(o.model_dir, config_, backend_.get()));
+
+  const int64_t kv_bytes_per_token =
+      2 * config_.num_layers * config_.num_kv_heads * config_.head_dim * int64_t{sizeof(float)};
+  int64_t kv_tokens = o.kv_cache_tokens;
+  if (kv_tokens == 0) {
+    kv_tokens = std::min<int64_t>(int64_t{o.max_num_seqs} * max_model_len_,
+                                  kDefaultKvBytesCap / kv_bytes_per_token);
+    kv_tokens = std::max<int64_t>(kv_tokens, max_model_len_);
+  }
+  // Preemption can always fall back to running one sequence alone, but only if one full-length
+  // sequence fits.
+  if (kv_tokens < max_model_len_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "kv_cache_tokens %d cannot hold one sequence of max_model_len %d tokens", kv_tokens,
+        max_model_len_));
+  }
+  const int64_t num_blocks = (kv_tokens + o.kv_block_size - 1) / o.kv_block_size;
+  cache_ = std::make_unique<KvCache>(config_.num_layers, num_blocks, o.kv_block_size,
+                                     config_.num_kv_heads, config_.head_dim);
+  scheduler_ =
+      std::make_unique<Scheduler>(o.max_num_seqs, o.max_num_batched_tokens, cache_.get());
+  return absl::OkStatus();
+}
+
+absl::Status EngineImpl::Add(Request request) {
+  RETURN_IF_ERROR(ValidateSamplingParams(request.params));
+  if (live_ids_.count(request.id) > 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request id ", request.id, " is already in the engine"));
+  }
+  auto seq = std::make_unique<Sequence>();
+  seq->id = request.id;
+  if (const auto* text = std::get_if<std::string>(&request.prompt)) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(*text, true);
+    if (!ids.ok()) return absl::InvalidArgumentError(ids.status().message());
+    seq->prompt_ids = *std::move(ids);
+  } else {
+    seq->prompt_ids = std::get<std::vector<int32_t>>(std::move(request.prompt));
+  }
+  if (seq->prompt_ids.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  for (size_t i = 0; i < seq->prompt_ids.size(); ++i) {
+    const int32_t id = seq->prompt_ids[i];
+    if (id < 0 || id >= config_.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("prompt token id %d at index %d is out of range [0, %d)", id, i,
+                          config_.vocab_size));
+    }
+  }
+  const int64_t prompt_len = static_cast<int64_t>(seq->prompt_ids.size());
+  if (prompt_len + request.params.max_tokens > max_model_len_) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prompt has %d tokens and max_tokens is %d, but the model's context is %d tokens",
+        prompt_len, request.params.max_tokens, max_model_len_));
+  }
+  seq->params = std::move(request.params);
+  seq->seed = seq->params.seed.has_value() ? *seq->params.seed : seed_rng_();
+  seq->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_.get(), seq->prompt_ids);
+  live_ids_.insert(seq->id);
+  scheduler_->AddWaiting(std::move(seq));
+  return absl::OkStatus();
+}
+
+bool EngineImpl::AppendText(Sequence* seq, const std::string& piece) {
+  if (piece.empty()) return false;
+  const size_t old_len = seq->text.size();
+  seq->text += piece;
+  size_t best = std::string::npos;
+  for (const std::string& s : seq->params.stop) {
+    // A match must end inside the new piece; it may start up to s.size() - 1 bytes before it.
+    const size_t from = old_len >= s.size() - 1 ? old_len - (s.size() - 1) : 0;
+    const size_t pos = seq->text.find(s, from);
+    if (pos != std::string::npos) best = std::min(best, pos);
+  }
+  if (best == std::string::npos) return false;
+  seq->text.resize(best);
+  return true;
+}
+
+bool EngineImpl::AppendToken(Sequence* seq, int32_t token, FinishReason* reason) {
+  seq->output_ids.push_back(token);
+  ++stats_.generated_tokens;
+  const SamplingParams& p = seq->params;
+  const bool is_eos = !p.ignore_eos && std::find(config_.eos_token_ids.begin(),
+                                                 config_.eos_token_ids.end(),
+                                                 token) != config_.eos_token_ids.end();
+  const bool is_stop_id =
+      std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
+  if (is_eos || is_stop_id) {
+    // The stop id stays out of the text; what the detokenizer held back is released.
+    *reason = FinishReason::kStop;
+    AppendText(seq, seq->detokenizer->Finish());
+    return true;
+  }
+  if (AppendText(seq, seq->detokenizer->Append(token))) {
+    *reason = FinishReason::kStop;
+    return true;
+  }
+  if (static_cast<int64_t>(seq->output_ids.size()) >= p.max_tokens) {
+    *reason = AppendText(seq, seq->detokenizer->Finish()) ? FinishReason::kStop
+                                                          : FinishReason::kLength;
+    return true;
+  }
+  return false;
+}
+
+absl::Status EngineImpl::Step(std::vector<Result>* finished) {
+  SchedulerOutput sched = scheduler_->Schedule();
+  if (sched.scheduled.empty()) return absl::OkStatus();
+
+  // Flatten the scheduled work into one batch.
+  ForwardBatch& b = batch_;
+  b.token_ids.clear();
+  b.positions.clear();
+  b.token_seq.clear();
+  b.slot_mapping.clear();
+  b.logit_rows.clear();
+  b.max_blocks_per_seq = 1;
+  for (const ScheduledSeq& s : sched.scheduled) {
+    b.max_blocks_per_seq =
+        std::max<int64_t>(b.max_blocks_per_seq, static_cast<int64_t>(s.seq->block_table.size()));
+  }
+  const int64_t num_seqs = static_cast<int64_t>(sched.scheduled.size());
+  b.block_tables.assign(num_seqs * b.max_blocks_per_seq, 0);
+  std::vector<Sequence*> to_sample;
+  for (int64_t r = 0; r < num_seqs; ++r) {
+    const ScheduledSeq& s = sched.scheduled[r];
+    Sequence* seq = s.seq;
+    std::copy(seq->block_table.begin(), seq->block_table.end(),
+              b.block_tables.begin() + r * b.max_blocks_per_seq);
+    const int64_t end = seq->num_computed + s.num_tokens;
+    for (int64_t pos = seq->num_computed; pos < end; ++pos) {
+      b.token_ids.push_back(seq->token(pos));
+      b.positions.push_back(static_cast<int32_t>(pos));
+      b.token_seq.push_back(static_cast<int32_t>(r));
+      b.slot_mapping.push_back(cache_->Slot(seq->block_table, pos));
+    }
+    const int64_t prompt_len = static_cast<int64_t>(seq->prompt_ids.size());
+    stats_.prompt_tokens += std::max<int64_t>(0, std::min(end, prompt_len) - seq->num_computed);
+    // Only a sequence whose every token is now cached gets a next token.
+    if (end == seq->num_tokens()) {
+      b.logit_rows.push_back(static_cast<int32_t>(b.token_ids.size() - 1));
+      to_sample.push_back(seq);
+    }
+  }
+  model_->Forward(b, cache_.get(), &logits_);
+  for (const ScheduledSeq& s : sched.scheduled) s.seq->num_computed += s.num_tokens;
+
+  const int64_t vocab = config_.vocab_size;
+  for (size_t i = 0; i < to_sample.size(); ++i) {
+    Sequence* seq = to_sample[i];
+    const int32_t token = SampleToken(logits_.data() + i * vocab, vocab, seq->params, seq->seed,
+                                      seq->output_ids.size());
+    FinishReason reason;
+    if (!AppendToken(seq, token, &reason)) continue;
+    std::unique_ptr<Sequence> done = scheduler_->Finish(seq);
+    live_ids_.erase(done->id);
+    ++stats_.finished_requests;
+    Result r;
+    r.id = done->id;
+    r.text = std::move(done->text);
+    r.output_ids = std::move(done->output_ids);
+    r.prompt_tokens = static_cast<int32_t>(done->prompt_ids.size());
+    r.finish_reason = reason;
+    finished->push_back(std::move(r));
+  }
+  return absl::OkStatus();
+}
+
+void EngineImpl::Abort(uint64_t id) {
+  if (scheduler_->Remove(id) != nullptr) live_ids_.erase(id);
+}
+
+EngineStats EngineImpl::stats() const {
+  EngineStats s = stats_;
+  s.running = scheduler_->num_running();
+  s.waiting = scheduler_->num_waiting();
+  s.kv_blocks_total = cache_->num_blocks();
+  s.kv_blocks_free = cache_->num_free_blocks();
+  s.preemptions = scheduler_->num_preemptions();
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
+  auto engine = std::make_unique<EngineImpl>();
+  RETURN_IF_ERROR(engine->Init(options));
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+}  // namespace dpinfer::engine
