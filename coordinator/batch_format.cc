@@ -14,8 +14,10 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace dpinfer::coordinator {
@@ -23,7 +25,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
+constexpr absl::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
 constexpr size_t kMaxStopStrings = 16;
 constexpr size_t kMaxDescribedBytes = 48;
 
@@ -44,8 +46,10 @@ std::string Describe(const Json& v) {
 
 // Length of the well-formed UTF-8 sequence starting at s[i], or 0 when it is ill-formed (by the
 // Unicode table nlohmann's lexer applies: no overlongs, no surrogates, nothing past U+10FFFF).
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  auto byte = [&](size_t k) -> unsigned { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0; };
+size_t Utf8SequenceLength(absl::string_view s, size_t i) {
+  auto byte = [&](size_t k) -> unsigned {
+    return k < s.size() ? static_cast<unsigned char>(s[k]) : 0;
+  };
   auto in = [](unsigned b, unsigned lo, unsigned hi) { return b >= lo && b <= hi; };
   const unsigned b0 = byte(i);
   if (b0 < 0x80) return 1;
@@ -67,16 +71,16 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
 
 // Replaces every ill-formed byte with U+FFFD; used only to re-parse a line that failed on bad
 // UTF-8, so that its custom_id and the offending field can still be found.
-std::string SanitizeUtf8(std::string_view s) {
+std::string SanitizeUtf8(absl::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
     const size_t n = Utf8SequenceLength(s, i);
     if (n == 0) {
-      out += kReplacementChar;
+      out.append(kReplacementChar.data(), kReplacementChar.size());
       ++i;
     } else {
-      out.append(s.substr(i, n));
+      out.append(s.data() + i, n);
       i += n;
     }
   }
@@ -141,13 +145,13 @@ std::optional<int64_t> IntegerOf(const Json& v) {
   return std::nullopt;
 }
 
-absl::Status FieldError(std::string_view field, std::string_view what, const Json& v) {
+absl::Status FieldError(absl::string_view field, absl::string_view what, const Json& v) {
   return absl::InvalidArgumentError(absl::StrCat(field, " ", what, ", got ", Describe(v)));
 }
 
 // An integer field in [lo, hi]; `range` words the bound for the message.
-absl::StatusOr<int64_t> GetInteger(const Json& v, std::string_view field, int64_t lo, int64_t hi,
-                                   std::string_view range) {
+absl::StatusOr<int64_t> GetInteger(const Json& v, absl::string_view field, int64_t lo, int64_t hi,
+                                   absl::string_view range) {
   if (!v.is_number() || (v.is_number_float() && std::trunc(v.get<double>()) != v.get<double>())) {
     return FieldError(field, "must be an integer", v);
   }
@@ -157,16 +161,17 @@ absl::StatusOr<int64_t> GetInteger(const Json& v, std::string_view field, int64_
   return *i;
 }
 
-absl::StatusOr<double> GetNumber(const Json& v, std::string_view field) {
+absl::StatusOr<double> GetNumber(const Json& v, absl::string_view field) {
   if (!v.is_number()) return FieldError(field, "must be a number", v);
   const double d = v.get<double>();
   // The proto carries floats; a value that overflows float would arrive as inf.
-  if (!std::isfinite(static_cast<float>(d))) return FieldError(field, "must be a finite number", v);
+  if (!std::isfinite(static_cast<float>(d)))
+    return FieldError(field, "must be a finite number within float range", v);
   return d;
 }
 
 absl::StatusOr<uint64_t> GetSeed(const Json& v) {
-  constexpr std::string_view kField = "body.seed";
+  constexpr absl::string_view kField = "body.seed";
   if (v.is_number_unsigned()) return v.get<uint64_t>();
   if (v.is_number_integer()) {
     return FieldError(kField, "must be a non-negative integer", v);
@@ -183,7 +188,7 @@ absl::StatusOr<uint64_t> GetSeed(const Json& v) {
 }
 
 absl::Status ParsePrompt(const Json& prompt, v1::WorkItem& item) {
-  constexpr std::string_view kField = "body.prompt";
+  constexpr absl::string_view kField = "body.prompt";
   if (prompt.is_string()) {
     item.set_text(prompt.get<std::string>());
     return absl::OkStatus();
@@ -193,8 +198,9 @@ absl::Status ParsePrompt(const Json& prompt, v1::WorkItem& item) {
   }
   if (prompt.empty()) return absl::InvalidArgumentError("body.prompt must not be an empty array");
   if (prompt[0].is_string() || prompt[0].is_array()) {
-    return FieldError(kField, "must be one prompt (a string or an array of token ids); a list of "
-                      "prompts is not supported, put one prompt per line", prompt);
+    return absl::InvalidArgumentError(absl::StrCat(
+        kField, " must be a single prompt (a string or an array of token ids), got ",
+        Describe(prompt), "; a list of prompts is not supported, put one prompt per line"));
   }
   v1::TokenIds* ids = item.mutable_token_ids();
   for (size_t i = 0; i < prompt.size(); ++i) {
@@ -208,7 +214,7 @@ absl::Status ParsePrompt(const Json& prompt, v1::WorkItem& item) {
 }
 
 absl::Status ParseStop(const Json& stop, v1::SamplingParams& params) {
-  constexpr std::string_view kField = "body.stop";
+  constexpr absl::string_view kField = "body.stop";
   if (stop.is_string()) {
     if (stop.get_ref<const std::string&>().empty()) {
       return absl::InvalidArgumentError("body.stop must not be an empty string");
@@ -253,9 +259,8 @@ absl::Status ParseBody(const Json& body, v1::WorkItem& item) {
   params.set_top_k(-1);
 
   if (const Json* v = field("max_tokens")) {
-    absl::StatusOr<int64_t> max_tokens = GetInteger(*v, "body.max_tokens", 1,
-                                                    std::numeric_limits<int32_t>::max(),
-                                                    "must be in [1, 2^31)");
+    absl::StatusOr<int64_t> max_tokens = GetInteger(
+        *v, "body.max_tokens", 1, std::numeric_limits<int32_t>::max(), "must be in [1, 2^31)");
     if (!max_tokens.ok()) return max_tokens.status();
     params.set_max_tokens(static_cast<int32_t>(*max_tokens));
   }
@@ -287,7 +292,8 @@ absl::Status ParseBody(const Json& body, v1::WorkItem& item) {
     if (absl::Status s = ParseStop(*v, params); !s.ok()) return s;
   }
   if (const Json* v = field("stop_token_ids")) {
-    if (!v->is_array()) return FieldError("body.stop_token_ids", "must be an array of token ids", *v);
+    if (!v->is_array())
+      return FieldError("body.stop_token_ids", "must be an array of token ids", *v);
     for (size_t i = 0; i < v->size(); ++i) {
       absl::StatusOr<int64_t> id =
           GetInteger((*v)[i], absl::StrCat("body.stop_token_ids[", i, "]"), 0,
@@ -331,9 +337,9 @@ absl::Status ParseRequest(const Json& line, BatchRequest& request) {
     return absl::InvalidArgumentError("method is required (\"POST\")");
   }
   if (!method->is_string() || method->get_ref<const std::string&>() != "POST") {
-    const std::string shown =
-        method->is_string() ? TruncateUtf8(method->get<std::string>(), kMaxDescribedBytes)
-                            : Describe(*method);
+    const std::string shown = method->is_string()
+                                  ? TruncateUtf8(method->get<std::string>(), kMaxDescribedBytes)
+                                  : Describe(*method);
     return absl::InvalidArgumentError(
         absl::StrCat("method '", shown, "' is not supported; use POST"));
   }
@@ -361,15 +367,21 @@ absl::Status ExplainParseFailure(std::string_view line, const nlohmann::json::ex
   const std::string what = e.what();
   if (parse_error == nullptr) {
     // e.g. out_of_range.406 for a number like 1e400 that overflows a double.
-    return absl::InvalidArgumentError(
-        absl::StrCat("malformed JSON: ", TruncateUtf8(what, 160)));
+    const size_t tag_end = what.find("] ");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed JSON: ",
+        TruncateUtf8(tag_end == std::string::npos ? what : what.substr(tag_end + 2), 160)));
+  }
+  if (line.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+    return absl::InvalidArgumentError("empty line (expected a JSON object)");
   }
   if (!absl::StrContains(what, "ill-formed UTF-8")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "malformed JSON: ", ShortParseReason(what), " (byte ", parse_error->byte, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("malformed JSON: ", ShortParseReason(what),
+                                                   " (byte ", parse_error->byte, ")"));
   }
   std::string where;
-  Json sanitized = Json::parse(SanitizeUtf8(line), nullptr, /*allow_exceptions=*/false);
+  Json sanitized = Json::parse(SanitizeUtf8(absl::string_view(line.data(), line.size())), nullptr,
+                               /*allow_exceptions=*/false);
   if (!sanitized.is_discarded()) {
     if (std::optional<std::string> path = FindReplacementPath(sanitized, "")) {
       where = absl::StrCat(*path, " ");

@@ -3,6 +3,7 @@
 // back with the documented fields.
 #include "coordinator/batch_format.h"
 
+#include <ostream>
 #include <string>
 
 #include "absl/status/status.h"
@@ -50,7 +51,8 @@ TEST(ParseBatchLineTest, StringPromptWithAllParams) {
 
 TEST(ParseBatchLineTest, TokenIdPromptAndStringStop) {
   BatchRequest r = ParseBatchLine(
-      Line(R"({"prompt": [1, 15043, 0], "stop": "\n", "temperature": 0, "seed": 18446744073709551615})"),
+      Line(
+          R"({"prompt": [1, 15043, 0], "stop": "\n", "temperature": 0, "seed": 18446744073709551615})"),
       0, 1);
   ASSERT_TRUE(r.status.ok()) << r.status;
   ASSERT_EQ(r.item.prompt_case(), v1::WorkItem::kTokenIds);
@@ -87,14 +89,17 @@ struct BadLine {
   std::string expected;  // a substring of the message besides the line number
 };
 
+void PrintTo(const BadLine& c, std::ostream* os) { *os << c.name; }
+
 class BadLineTest : public ::testing::TestWithParam<BadLine> {};
 
 TEST_P(BadLineTest, GivesLineNumberedMessageNamingTheField) {
   const BadLine& c = GetParam();
   BatchRequest r = ParseBatchLine(c.line, 6, 7);
   EXPECT_EQ(r.status.code(), absl::StatusCode::kInvalidArgument) << r.status;
-  EXPECT_THAT(r.status.message(), HasSubstr("line 7: "));
-  EXPECT_THAT(r.status.message(), HasSubstr(c.expected));
+  const std::string message(r.status.message());
+  EXPECT_THAT(message, HasSubstr("line 7: "));
+  EXPECT_THAT(message, HasSubstr(c.expected));
   EXPECT_EQ(r.index, 6);
 }
 
@@ -108,14 +113,17 @@ INSTANTIATE_TEST_SUITE_P(
     All, BadLineTest,
     ::testing::Values(
         BadLine{"MalformedJson", R"({"custom_id": "r1", "body": )", "malformed JSON"},
-        BadLine{"InvalidUtf8", Line("{\"prompt\": \"ab\xff\"}"), "body.prompt not valid UTF-8 (byte"},
+        BadLine{"InvalidUtf8", Line("{\"prompt\": \"ab\xff\"}"),
+                "body.prompt not valid UTF-8 (byte"},
         BadLine{"NotAnObject", "[1, 2]", "must be a JSON object"},
-        BadLine{"UnknownUrl",
-                R"({"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {"prompt": "x"}})",
-                "url '/v1/chat/completions' is not supported; use /v1/completions"},
-        BadLine{"MethodGet",
-                R"({"custom_id": "r1", "method": "GET", "url": "/v1/completions", "body": {"prompt": "x"}})",
-                "method 'GET'"},
+        BadLine{
+            "UnknownUrl",
+            R"({"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions", "body": {"prompt": "x"}})",
+            "url '/v1/chat/completions' is not supported; use /v1/completions"},
+        BadLine{
+            "MethodGet",
+            R"({"custom_id": "r1", "method": "GET", "url": "/v1/completions", "body": {"prompt": "x"}})",
+            "method 'GET'"},
         BadLine{"BodyMissing", R"({"custom_id": "r1", "method": "POST", "url": "/v1/completions"})",
                 "body is required"},
         BadLine{"MaxTokensNegative", Line(R"({"prompt": "x", "max_tokens": -4})"),
@@ -139,8 +147,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "body.seed must be a non-negative integer, got -3"},
         BadLine{"PromptMissing", Line(R"({"max_tokens": 4})"), "body.prompt is required"},
         BadLine{"PromptListOfStrings", Line(R"({"prompt": ["a", "b"]})"),
-                "body.prompt must be one prompt"},
-        BadLine{"PromptEmptyList", Line(R"({"prompt": []})"), "body.prompt must not be empty"},
+                "body.prompt must be a single prompt"},
+        BadLine{"PromptEmptyList", Line(R"({"prompt": []})"),
+                "body.prompt must not be an empty array"},
         BadLine{"PromptNegativeId", Line(R"({"prompt": [1, -5]})"),
                 "body.prompt[1] must be a token id in [0, 2^31), got -5"},
         BadLine{"PromptFractionalId", Line(R"({"prompt": [1.5]})"),
@@ -157,9 +166,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadLine{"CustomIdMissing",
                 R"({"method": "POST", "url": "/v1/completions", "body": {"prompt": "x"}})",
                 "custom_id is required"},
-        BadLine{"CustomIdNumber",
-                R"({"custom_id": 5, "method": "POST", "url": "/v1/completions", "body": {"prompt": "x"}})",
-                "custom_id must be a string, got 5"}),
+        BadLine{
+            "CustomIdNumber",
+            R"({"custom_id": 5, "method": "POST", "url": "/v1/completions", "body": {"prompt": "x"}})",
+            "custom_id must be a string, got 5"}),
     [](const ::testing::TestParamInfo<BadLine>& info) { return info.param.name; });
 
 TEST(ParseBatchLineTest, RecoversCustomIdWhenBodyIsBad) {
@@ -171,7 +181,7 @@ TEST(ParseBatchLineTest, RecoversCustomIdWhenBodyIsBad) {
 
 TEST(ParseBatchLineTest, RecoversCustomIdWhenPromptIsNotUtf8) {
   BatchRequest r = ParseBatchLine(Line("{\"prompt\": \"\xc3\x28\"}"), 0, 2);
-  EXPECT_THAT(r.status.message(), HasSubstr("line 2: body.prompt not valid UTF-8"));
+  EXPECT_THAT(std::string(r.status.message()), HasSubstr("line 2: body.prompt not valid UTF-8"));
   EXPECT_EQ(r.custom_id, "r1");
 }
 
@@ -224,14 +234,14 @@ TEST(RenderTest, SuccessNeverThrowsOnBadUtf8Text) {
   c.set_text("cut \xe4\xb8");  // a detokenizer could stop mid-character
   c.set_finish_reason("stop");
   nlohmann::json j = nlohmann::json::parse(RenderSuccess(r, c, "j", "m", 1));
-  EXPECT_EQ(j["response"]["body"]["choices"][0]["text"], "cut \xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(j["response"]["body"]["choices"][0]["text"], "cut \xEF\xBF\xBD");
 }
 
 TEST(RenderTest, ErrorLineHasDocumentedFields) {
   BatchRequest r = ParseBatchLine(Line(R"({"prompt": "x", "top_p": 2})"), 1, 2);
   ASSERT_FALSE(r.status.ok());
   nlohmann::json j =
-      nlohmann::json::parse(RenderError(r, "job9", 400, r.status.message()));
+      nlohmann::json::parse(RenderError(r, "job9", 400, std::string(r.status.message())));
   EXPECT_EQ(j["id"], "batch_req_job9_1");
   EXPECT_EQ(j["custom_id"], "r1");
   EXPECT_TRUE(j["error"].is_null());
@@ -246,7 +256,8 @@ TEST(RenderTest, ErrorLineHasDocumentedFields) {
 
 TEST(RenderTest, ErrorLineWithoutCustomIdHasNull) {
   BatchRequest r = ParseBatchLine("not json", 0, 1);
-  nlohmann::json j = nlohmann::json::parse(RenderError(r, "j", 400, r.status.message()));
+  nlohmann::json j =
+      nlohmann::json::parse(RenderError(r, "j", 400, std::string(r.status.message())));
   EXPECT_TRUE(j["custom_id"].is_null());
   EXPECT_THAT(j["response"]["body"]["error"]["message"].get<std::string>(),
               HasSubstr("line 1: malformed JSON"));
