@@ -50,6 +50,13 @@ class IncrementalDetokenizer {
   std::string Finish();
 
  private:
+  // Decodes the window [prefix_offset_, end) of ids_.
+  std::string DecodeWindow(size_t end) const;
+  // Moves prefix_offset_ back until the context holds a token that renders (see the .cc).
+  void WidenContext();
+  // Releases the text of ids_[read_offset_, end) unless it must be held back (and `flush` is off).
+  std::string Release(bool flush);
+
   const Tokenizer* tokenizer_;
   bool skip_special_tokens_;
   std::vector<int32_t> ids_;

@@ -1,0 +1,123 @@
+// IncrementalDetokenizer: vLLM's detokenize_incrementally. Each step decodes only a small window
+// of ids, [prefix_offset, end), and releases the new window text minus the text of the context
+// [prefix_offset, read_offset). Decoding a window instead of the whole sequence keeps a step
+// O(window); decoding it with a context gives the new piece the right leading space (a "▁" token
+// renders as " " only after other text) and lets byte-fallback bytes complete a character.
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "worker/engine/tokenizer/tokenizer.h"
+
+namespace dpinfer::engine {
+namespace {
+
+// vLLM starts the context this many tokens before the end of the prompt: enough for the decoder
+// to see what precedes the first generated token, and for a character split over byte tokens.
+constexpr size_t kInitialContext = 5;
+
+constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
+
+// True when `text` ends inside a UTF-8 sequence (a lead byte whose continuation bytes are missing).
+bool EndsWithIncompleteUtf8(std::string_view text) {
+  // Walk back over at most 3 continuation bytes to the lead byte of the last sequence.
+  size_t continuation = 0;
+  size_t i = text.size();
+  while (i > 0 && continuation < 4) {
+    const unsigned char c = static_cast<unsigned char>(text[i - 1]);
+    if ((c & 0xC0) != 0x80) {
+      size_t need = 0;
+      if ((c & 0xE0) == 0xC0) {
+        need = 1;
+      } else if ((c & 0xF0) == 0xE0) {
+        need = 2;
+      } else if ((c & 0xF8) == 0xF0) {
+        need = 3;
+      }
+      return continuation < need;
+    }
+    ++continuation;
+    --i;
+  }
+  return false;
+}
+
+// Start of the UTF-8 character holding byte `i` (walks back over continuation bytes).
+size_t CharStart(std::string_view text, size_t i) {
+  while (i > 0 && i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) --i;
+  return i;
+}
+
+}  // namespace
+
+IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer,
+                                               std::vector<int32_t> prompt_ids,
+                                               bool skip_special_tokens)
+    : tokenizer_(tokenizer),
+      skip_special_tokens_(skip_special_tokens),
+      ids_(std::move(prompt_ids)) {
+  read_offset_ = ids_.size();
+  prefix_offset_ = read_offset_ > kInitialContext ? read_offset_ - kInitialContext : 0;
+}
+
+std::string IncrementalDetokenizer::Append(int32_t id) {
+  ids_.push_back(id);
+  return Release(/*flush=*/false);
+}
+
+std::string IncrementalDetokenizer::Finish() { return Release(/*flush=*/true); }
+
+std::string IncrementalDetokenizer::DecodeWindow(size_t end) const {
+  const std::vector<int32_t> window(ids_.begin() + prefix_offset_, ids_.begin() + end);
+  return tokenizer_->Decode(window, skip_special_tokens_);
+}
+
+// The decoder's start-of-text rules (Strip removes one leading space of the whole output) hit the
+// context and the full window alike, and cancel in the difference, as long as the context renders
+// some token. A context of only skipped special tokens renders nothing, so the strip would eat the
+// new piece's leading space although text precedes the window; widening the context past them
+// avoids that. It costs only as many steps as there are such tokens in a row.
+void IncrementalDetokenizer::WidenContext() {
+  const auto renders = [&](int32_t id) {
+    return !tokenizer_->IdToToken(id).empty() &&
+           !(skip_special_tokens_ && tokenizer_->IsSpecial(id));
+  };
+  bool context_renders = std::any_of(ids_.begin() + prefix_offset_, ids_.begin() + read_offset_,
+                                     renders);
+  while (!context_renders && prefix_offset_ > 0) {
+    --prefix_offset_;
+    context_renders = renders(ids_[prefix_offset_]);
+  }
+}
+
+std::string IncrementalDetokenizer::Release(bool flush) {
+  WidenContext();
+  const std::string prefix_text = DecodeWindow(read_offset_);
+  const std::string new_text = DecodeWindow(ids_.size());
+  // Hold back while nothing new rendered, or while the newest bytes are an unfinished character:
+  // ByteFallback renders those as U+FFFD until the rest arrives.
+  if (!flush && (new_text.size() <= prefix_text.size() || new_text.ends_with(kReplacementChar) ||
+                 EndsWithIncompleteUtf8(new_text))) {
+    return "";
+  }
+  std::string piece;
+  if (new_text.starts_with(prefix_text)) {
+    piece = new_text.substr(prefix_text.size());
+  } else {
+    // The new tokens changed how the context renders (a byte run that was a complete character
+    // became invalid and turned into U+FFFDs). Released text cannot be taken back, so release
+    // from the first difference, cut at a character boundary so the piece stays valid UTF-8.
+    const size_t common =
+        std::mismatch(prefix_text.begin(), prefix_text.end(), new_text.begin(), new_text.end())
+            .first -
+        prefix_text.begin();
+    piece = new_text.substr(CharStart(new_text, common));
+  }
+  prefix_offset_ = read_offset_;
+  read_offset_ = ids_.size();
+  text_ += piece;
+  return piece;
+}
+
+}  // namespace dpinfer::engine

@@ -1,0 +1,865 @@
+// The HF tokenizer.json pipeline for BPE models: Encode runs added-token split → normalizer →
+// pre-tokenizer → BPE model → post-processor, and Decode runs the decoder chain, each with HF
+// `tokenizers` semantics. Every stage is a small class picked from the JSON by a factory that
+// refuses what it does not know with an Unimplemented error naming the file and the component, so
+// a later model family (ByteLevel BPE for GPT-2, Llama 3, Qwen2) adds a pre-tokenizer and a decoder
+// class rather than a new tokenizer.
+#include "worker/engine/tokenizer/tokenizer.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <queue>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+
+namespace dpinfer::engine {
+namespace {
+
+using Json = nlohmann::json;
+
+// ---------------------------------------------------------------------------------------------
+// UTF-8
+
+// Length of the well-formed UTF-8 sequence starting at s[i], or 0 when there is none. Overlong
+// forms, surrogates and code points past U+10FFFF are ill-formed, as in Rust's `str`, so a text we
+// accept is one HF would accept.
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = byte(i);
+  if (c < 0x80) return 1;
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c == 0xE0) {
+    n = 3, lo = 0xA0;
+  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+    n = 3;
+  } else if (c == 0xED) {
+    n = 3, hi = 0x9F;
+  } else if (c == 0xF0) {
+    n = 4, lo = 0x90;
+  } else if (c >= 0xF1 && c <= 0xF3) {
+    n = 4;
+  } else if (c == 0xF4) {
+    n = 4, hi = 0x8F;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if ((byte(i + k) & 0xC0) != 0x80) return 0;
+  }
+  return n;
+}
+
+// Byte offset of the first ill-formed sequence, or npos when `s` is valid UTF-8.
+size_t FindInvalidUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = Utf8SequenceLength(s, i);
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
+
+// This abseil build has its own absl::string_view (not std's), so hashed lookups by
+// std::string_view go through this conversion.
+absl::string_view AbslView(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+bool IsAsciiWhitespace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+bool IsAsciiWordChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading context: every error names the file, and unsupported parts name the component.
+
+struct LoadContext {
+  std::string file;
+
+  absl::Status Unsupported(absl::string_view component, absl::string_view what) const {
+    return absl::UnimplementedError(
+        absl::StrCat(file, ": unsupported ", component, " ", what));
+  }
+  absl::Status Invalid(absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": ", what));
+  }
+};
+
+std::string TypeOf(const Json& j) {
+  if (j.is_object() && j.contains("type") && j["type"].is_string()) {
+    return absl::StrCat("\"", j["type"].get<std::string>(), "\"");
+  }
+  return j.dump();
+}
+
+// `pattern` of Replace normalizers/decoders: {"String": s} or {"Regex": r}; only literal strings
+// are supported (HF regexes are Oniguruma, and no supported model needs one here).
+absl::StatusOr<std::string> StringPattern(const Json& j, absl::string_view component,
+                                          const LoadContext& ctx) {
+  const Json& pattern = j.at("pattern");
+  if (pattern.is_object() && pattern.contains("String")) {
+    return pattern["String"].get<std::string>();
+  }
+  return ctx.Unsupported(component, absl::StrCat("\"Replace\" pattern ", pattern.dump()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Normalizers: rewrite a piece of input text (between added tokens) before it is split into words.
+
+class Normalizer {
+ public:
+  virtual ~Normalizer() = default;
+  virtual void Normalize(std::string* text) const = 0;
+};
+
+class PrependNormalizer : public Normalizer {
+ public:
+  explicit PrependNormalizer(std::string prepend) : prepend_(std::move(prepend)) {}
+  // HF prepends only to non-empty text, so an empty prompt stays empty (ids = just BOS).
+  void Normalize(std::string* text) const override {
+    if (!text->empty()) text->insert(0, prepend_);
+  }
+
+ private:
+  std::string prepend_;
+};
+
+class ReplaceNormalizer : public Normalizer {
+ public:
+  ReplaceNormalizer(std::string pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  void Normalize(std::string* text) const override {
+    if (!pattern_.empty()) absl::StrReplaceAll({{pattern_, content_}}, text);
+  }
+
+ private:
+  std::string pattern_;
+  std::string content_;
+};
+
+class SequenceNormalizer : public Normalizer {
+ public:
+  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> steps)
+      : steps_(std::move(steps)) {}
+  void Normalize(std::string* text) const override {
+    for (const auto& step : steps_) step->Normalize(text);
+  }
+
+ private:
+  std::vector<std::unique_ptr<Normalizer>> steps_;
+};
+
+// nullptr for a null normalizer.
+absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const Json& j, const LoadContext& ctx) {
+  if (j.is_null()) return nullptr;
+  const std::string type = j.value("type", "");
+  if (type == "Prepend") {
+    return std::make_unique<PrependNormalizer>(j.at("prepend").get<std::string>());
+  }
+  if (type == "Replace") {
+    ASSIGN_OR_RETURN(std::string pattern, StringPattern(j, "normalizer", ctx));
+    return std::make_unique<ReplaceNormalizer>(std::move(pattern),
+                                               j.at("content").get<std::string>());
+  }
+  if (type == "Sequence") {
+    std::vector<std::unique_ptr<Normalizer>> steps;
+    for (const Json& step : j.at("normalizers")) {
+      ASSIGN_OR_RETURN(std::unique_ptr<Normalizer> normalizer, MakeNormalizer(step, ctx));
+      if (normalizer != nullptr) steps.push_back(std::move(normalizer));
+    }
+    return std::make_unique<SequenceNormalizer>(std::move(steps));
+  }
+  return ctx.Unsupported("normalizer", TypeOf(j));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pre-tokenizers: split normalized text into words that the model tokenizes independently (and may
+// rewrite them, as ByteLevel maps bytes to printable characters). A null pre-tokenizer makes the
+// whole normalized text one word, which is what SentencePiece-style BPE wants; none other is
+// supported yet, so MakePreTokenizer only knows null.
+
+class PreTokenizer {
+ public:
+  virtual ~PreTokenizer() = default;
+  virtual void Split(std::string_view text, std::vector<std::string>* words) const = 0;
+};
+
+absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const Json& j,
+                                                               const LoadContext& ctx) {
+  if (j.is_null()) return nullptr;
+  return ctx.Unsupported("pre_tokenizer", TypeOf(j));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoders: HF decoders map the list of token strings to a new list (`decode_chain`); the decoded
+// text is the final list joined with "". Steps see token boundaries, which matters: Strip strips
+// each token it sees, so it strips the whole text only because Fuse ran before it.
+
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  virtual void DecodeChain(std::vector<std::string>* tokens) const = 0;
+};
+
+class ReplaceDecoder : public Decoder {
+ public:
+  ReplaceDecoder(std::string pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  void DecodeChain(std::vector<std::string>* tokens) const override {
+    if (pattern_.empty()) return;
+    for (std::string& token : *tokens) absl::StrReplaceAll({{pattern_, content_}}, &token);
+  }
+
+ private:
+  std::string pattern_;
+  std::string content_;
+};
+
+// Runs of `<0xXX>` tokens become the bytes they name. As in HF, a run that is not valid UTF-8 as a
+// whole becomes one U+FFFD per byte (not the "maximal subpart" rule of from_utf8_lossy).
+class ByteFallbackDecoder : public Decoder {
+ public:
+  void DecodeChain(std::vector<std::string>* tokens) const override {
+    std::vector<std::string> out;
+    out.reserve(tokens->size());
+    std::string bytes;
+    const auto flush = [&] {
+      if (bytes.empty()) return;
+      if (FindInvalidUtf8(bytes) == std::string_view::npos) {
+        out.push_back(std::move(bytes));
+      } else {
+        for (size_t i = 0; i < bytes.size(); ++i) out.emplace_back(kReplacementChar);
+      }
+      bytes.clear();
+    };
+    for (std::string& token : *tokens) {
+      int byte = ParseByteToken(token);
+      if (byte >= 0) {
+        bytes.push_back(static_cast<char>(byte));
+      } else {
+        flush();
+        out.push_back(std::move(token));
+      }
+    }
+    flush();
+    *tokens = std::move(out);
+  }
+
+ private:
+  // The byte named by "<0xXX>" (hex digits of either case, as Rust's from_str_radix), else -1.
+  static int ParseByteToken(std::string_view token) {
+    if (token.size() != 6 || token.substr(0, 3) != "<0x" || token[5] != '>') return -1;
+    int value = 0;
+    for (char c : token.substr(3, 2)) {
+      int digit;
+      if (c >= '0' && c <= '9') {
+        digit = c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        digit = c - 'a' + 10;
+      } else if (c >= 'A' && c <= 'F') {
+        digit = c - 'A' + 10;
+      } else {
+        return -1;
+      }
+      value = value * 16 + digit;
+    }
+    return value;
+  }
+};
+
+class FuseDecoder : public Decoder {
+ public:
+  void DecodeChain(std::vector<std::string>* tokens) const override {
+    std::string fused = absl::StrJoin(*tokens, "");
+    tokens->clear();
+    tokens->push_back(std::move(fused));
+  }
+};
+
+// Removes up to `start` leading and `stop` trailing copies of one character from every token.
+class StripDecoder : public Decoder {
+ public:
+  StripDecoder(std::string content, size_t start, size_t stop)
+      : content_(std::move(content)), start_(start), stop_(stop) {}
+  void DecodeChain(std::vector<std::string>* tokens) const override {
+    for (std::string& token : *tokens) {
+      std::string_view rest = token;
+      for (size_t i = 0; i < start_ && rest.starts_with(content_); ++i) {
+        rest.remove_prefix(content_.size());
+      }
+      for (size_t i = 0; i < stop_ && rest.ends_with(content_); ++i) {
+        rest.remove_suffix(content_.size());
+      }
+      token = std::string(rest);
+    }
+  }
+
+ private:
+  std::string content_;  // one character (HF stores a `char`)
+  size_t start_;
+  size_t stop_;
+};
+
+class SequenceDecoder : public Decoder {
+ public:
+  explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> steps)
+      : steps_(std::move(steps)) {}
+  void DecodeChain(std::vector<std::string>* tokens) const override {
+    for (const auto& step : steps_) step->DecodeChain(tokens);
+  }
+
+ private:
+  std::vector<std::unique_ptr<Decoder>> steps_;
+};
+
+// nullptr for a null decoder (HF then joins the tokens with spaces).
+absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const Json& j, const LoadContext& ctx) {
+  if (j.is_null()) return nullptr;
+  const std::string type = j.value("type", "");
+  if (type == "Replace") {
+    ASSIGN_OR_RETURN(std::string pattern, StringPattern(j, "decoder", ctx));
+    return std::make_unique<ReplaceDecoder>(std::move(pattern), j.at("content").get<std::string>());
+  }
+  if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
+  if (type == "Fuse") return std::make_unique<FuseDecoder>();
+  if (type == "Strip") {
+    std::string content = j.at("content").get<std::string>();
+    if (content.empty() || Utf8SequenceLength(content, 0) != content.size()) {
+      return ctx.Invalid(absl::StrCat("decoder \"Strip\" content must be one character, got \"",
+                                      content, "\""));
+    }
+    return std::make_unique<StripDecoder>(std::move(content), j.at("start").get<size_t>(),
+                                          j.at("stop").get<size_t>());
+  }
+  if (type == "Sequence") {
+    std::vector<std::unique_ptr<Decoder>> steps;
+    for (const Json& step : j.at("decoders")) {
+      ASSIGN_OR_RETURN(std::unique_ptr<Decoder> decoder, MakeDecoder(step, ctx));
+      if (decoder != nullptr) steps.push_back(std::move(decoder));
+    }
+    return std::make_unique<SequenceDecoder>(std::move(steps));
+  }
+  return ctx.Unsupported("decoder", TypeOf(j));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Post-processor: TemplateProcessing's "single" template, i.e. fixed ids around the sequence.
+
+struct SingleTemplate {
+  std::vector<int32_t> before;  // e.g. BOS
+  std::vector<int32_t> after;   // e.g. EOS for models that append one
+};
+
+absl::StatusOr<SingleTemplate> MakePostProcessor(const Json& j, const LoadContext& ctx) {
+  SingleTemplate result;
+  if (j.is_null()) return result;
+  const std::string type = j.value("type", "");
+  if (type != "TemplateProcessing") return ctx.Unsupported("post_processor", TypeOf(j));
+  bool seen_sequence = false;
+  for (const Json& piece : j.at("single")) {
+    if (piece.contains("Sequence")) {
+      const std::string seq = piece["Sequence"].at("id").get<std::string>();
+      if (seq != "A" || seen_sequence) {
+        return ctx.Invalid(absl::StrCat("post_processor single template uses sequence ", seq));
+      }
+      seen_sequence = true;
+    } else if (piece.contains("SpecialToken")) {
+      const std::string name = piece["SpecialToken"].at("id").get<std::string>();
+      const Json& specials = j.at("special_tokens");
+      if (!specials.contains(name)) {
+        return ctx.Invalid(absl::StrCat("post_processor special token ", name, " is not defined"));
+      }
+      std::vector<int32_t>& dest = seen_sequence ? result.after : result.before;
+      for (const Json& id : specials[name].at("ids")) dest.push_back(id.get<int32_t>());
+    } else {
+      return ctx.Unsupported("post_processor", absl::StrCat("template piece ", piece.dump()));
+    }
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Added tokens: literal strings matched in the input before the model sees it, leftmost-longest
+// as HF's Aho-Corasick does. Few enough (3 for Llama 2, a few hundred for Llama 3) that bucketing
+// candidates by first byte keeps a scan position cheap.
+
+struct AddedToken {
+  std::string content;
+  int32_t id = -1;
+  bool special = false;
+  bool normalized = false;
+  bool lstrip = false;
+  bool rstrip = false;
+  bool single_word = false;
+};
+
+// A piece of input: plain text (id -1) or one added token.
+struct Segment {
+  std::string_view text;
+  int32_t id = -1;
+};
+
+class AddedTokenMatcher {
+ public:
+  void Add(std::string pattern, const AddedToken* token) {
+    if (pattern.empty()) return;
+    auto& bucket = by_first_byte_[static_cast<unsigned char>(pattern[0])];
+    bucket.push_back({std::move(pattern), token});
+    // Longest first, so the first match at a position is the longest one.
+    std::stable_sort(bucket.begin(), bucket.end(), [](const Pattern& a, const Pattern& b) {
+      return a.text.size() > b.text.size();
+    });
+  }
+
+  // Appends `text` split into plain pieces and added tokens to `out`. lstrip/rstrip tokens absorb
+  // the whitespace beside them; single_word tokens count only between non-word characters, and a
+  // rejected match is left as plain text (HF filters matches, it does not retry shorter ones).
+  void Split(std::string_view text, std::vector<Segment>* out) const {
+    size_t plain_start = 0;
+    size_t i = 0;
+    while (i < text.size()) {
+      const Pattern* match = MatchAt(text, i);
+      if (match == nullptr) {
+        ++i;
+        continue;
+      }
+      size_t start = i, end = i + match->text.size();
+      const AddedToken& token = *match->token;
+      if (token.single_word && ((start > 0 && IsAsciiWordChar(text[start - 1])) ||
+                                (end < text.size() && IsAsciiWordChar(text[end])))) {
+        i = end;
+        continue;
+      }
+      if (token.lstrip) {
+        while (start > plain_start && IsAsciiWhitespace(text[start - 1])) --start;
+      }
+      if (token.rstrip) {
+        while (end < text.size() && IsAsciiWhitespace(text[end])) ++end;
+      }
+      if (start > plain_start) out->push_back({text.substr(plain_start, start - plain_start)});
+      out->push_back({text.substr(start, end - start), token.id});
+      plain_start = i = end;
+    }
+    if (plain_start < text.size()) out->push_back({text.substr(plain_start)});
+  }
+
+  bool empty() const { return by_first_byte_.empty(); }
+
+ private:
+  struct Pattern {
+    std::string text;
+    const AddedToken* token;
+  };
+
+  const Pattern* MatchAt(std::string_view text, size_t i) const {
+    auto it = by_first_byte_.find(static_cast<unsigned char>(text[i]));
+    if (it == by_first_byte_.end()) return nullptr;
+    for (const Pattern& pattern : it->second) {
+      if (text.substr(i).starts_with(pattern.text)) return &pattern;
+    }
+    return nullptr;
+  }
+
+  absl::flat_hash_map<unsigned char, std::vector<Pattern>> by_first_byte_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The BPE model.
+
+class BpeModel {
+ public:
+  static absl::StatusOr<std::unique_ptr<BpeModel>> Load(const Json& j, const LoadContext& ctx) {
+    auto model = std::unique_ptr<BpeModel>(new BpeModel());
+    for (const auto& [token, id] : j.at("vocab").items()) {
+      model->vocab_[token] = id.get<int32_t>();
+    }
+    const Json& dropout = j.value("dropout", Json());
+    if (!dropout.is_null() && dropout.get<double>() != 0.0) {
+      return ctx.Unsupported("model", "BPE with dropout (it is random; training only)");
+    }
+    model->byte_fallback_ = j.value("byte_fallback", false);
+    model->fuse_unk_ = j.value("fuse_unk", false);
+    model->ignore_merges_ = j.value("ignore_merges", false);
+    const auto optional_string = [&](const char* key) {
+      return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+    };
+    model->continuing_subword_prefix_ = optional_string("continuing_subword_prefix");
+    model->end_of_word_suffix_ = optional_string("end_of_word_suffix");
+    const std::string unk = optional_string("unk_token");
+    if (!unk.empty()) {
+      auto it = model->vocab_.find(unk);
+      if (it == model->vocab_.end()) {
+        return ctx.Invalid(absl::StrCat("BPE unk_token \"", unk, "\" is not in the vocab"));
+      }
+      model->unk_id_ = it->second;
+    }
+
+    // Rank i is the i-th merge; the merged token must be in the vocab (HF refuses otherwise). A
+    // repeated pair keeps its last rank, as HF's map insertion does.
+    const Json& merges = j.at("merges");
+    for (size_t rank = 0; rank < merges.size(); ++rank) {
+      const Json& merge = merges[rank];
+      std::string left, right;
+      if (merge.is_string()) {
+        const std::string line = merge.get<std::string>();
+        const size_t space = line.find(' ');
+        if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos) {
+          return ctx.Invalid(absl::StrCat("BPE merge \"", line, "\" is not two tokens"));
+        }
+        left = line.substr(0, space);
+        right = line.substr(space + 1);
+      } else if (merge.is_array() && merge.size() == 2) {
+        left = merge[0].get<std::string>();
+        right = merge[1].get<std::string>();
+      } else {
+        return ctx.Invalid(absl::StrCat("BPE merge ", merge.dump(), " is not two tokens"));
+      }
+      const int32_t left_id = model->Find(left), right_id = model->Find(right);
+      const int32_t merged_id = model->Find(left + right);
+      if (left_id < 0 || right_id < 0 || merged_id < 0) {
+        return ctx.Invalid(
+            absl::StrCat("BPE merge \"", left, " ", right, "\" uses a token not in the vocab"));
+      }
+      model->merges_[PairKey(left_id, right_id)] = {static_cast<int32_t>(rank), merged_id};
+    }
+    return model;
+  }
+
+  const absl::flat_hash_map<std::string, int32_t>& vocab() const { return vocab_; }
+
+  // Appends the ids of one word (HF `BPE::merge_word` + `Word::merge_all`).
+  void Tokenize(std::string_view word, std::vector<int32_t>* ids) const {
+    if (word.empty()) return;
+    if (ignore_merges_) {
+      if (int32_t id = Find(word); id >= 0) {
+        ids->push_back(id);
+        return;
+      }
+    }
+    std::vector<Symbol> symbols = InitialSymbols(word);
+    MergeAll(&symbols);
+    for (const Symbol& symbol : symbols) {
+      if (symbol.alive) ids->push_back(symbol.id);
+    }
+  }
+
+ private:
+  struct Symbol {
+    int32_t id;
+    int32_t prev;  // index of the previous live symbol, -1 at the start
+    int32_t next;  // index of the next live symbol, -1 at the end
+    bool alive;
+  };
+  struct Merge {
+    int32_t rank;
+    int32_t new_id;
+  };
+
+  BpeModel() = default;
+
+  static uint64_t PairKey(int32_t left, int32_t right) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
+           static_cast<uint32_t>(right);
+  }
+
+  int32_t Find(std::string_view token) const {
+    auto it = vocab_.find(AbslView(token));
+    return it == vocab_.end() ? -1 : it->second;
+  }
+
+  // One symbol per code point when it is in the vocab; else its UTF-8 bytes as <0xXX> tokens with
+  // byte fallback; else unk (consecutive unks fused into one with fuse_unk); else dropped, as HF.
+  std::vector<Symbol> InitialSymbols(std::string_view word) const {
+    std::vector<int32_t> ids;
+    ids.reserve(word.size());
+    bool pending_unk = false;  // a fused unk not yet appended
+    std::string piece;
+    for (size_t i = 0; i < word.size();) {
+      const size_t len = std::max<size_t>(Utf8SequenceLength(word, i), 1);
+      piece.assign(word.substr(i, len));
+      if (i > 0 && !continuing_subword_prefix_.empty()) piece.insert(0, continuing_subword_prefix_);
+      i += len;
+      if (i >= word.size()) piece += end_of_word_suffix_;
+      if (int32_t id = Find(piece); id >= 0) {
+        if (pending_unk) ids.push_back(unk_id_);
+        pending_unk = false;
+        ids.push_back(id);
+        continue;
+      }
+      if (byte_fallback_ && AppendByteTokens(piece, &ids)) continue;
+      if (unk_id_ >= 0) {
+        if (pending_unk && !fuse_unk_) ids.push_back(unk_id_);
+        pending_unk = true;
+      }
+    }
+    if (pending_unk) ids.push_back(unk_id_);
+
+    std::vector<Symbol> symbols(ids.size());
+    for (size_t k = 0; k < ids.size(); ++k) {
+      symbols[k] = {ids[k], static_cast<int32_t>(k) - 1,
+                    k + 1 < ids.size() ? static_cast<int32_t>(k + 1) : -1, true};
+    }
+    return symbols;
+  }
+
+  // Appends "<0xXX>" ids for every byte of `piece`; false (appending nothing) when one is missing.
+  bool AppendByteTokens(std::string_view piece, std::vector<int32_t>* ids) const {
+    const size_t mark = ids->size();
+    for (unsigned char byte : piece) {
+      const int32_t id = Find(absl::StrFormat("<0x%02X>", byte));
+      if (id < 0) {
+        ids->resize(mark);
+        return false;
+      }
+      ids->push_back(id);
+    }
+    return true;
+  }
+
+  // Repeatedly merges the adjacent pair of lowest rank (leftmost on ties) until none is left. The
+  // symbols form a linked list and candidate pairs wait in a min-heap; a candidate made stale by
+  // an earlier merge is recognised when popped and dropped, so a word of n symbols costs
+  // O(n log n) rather than the O(n^2) of rescanning for the best pair after every merge.
+  void MergeAll(std::vector<Symbol>* symbols_ptr) const {
+    std::vector<Symbol>& symbols = *symbols_ptr;
+    struct Candidate {
+      int32_t rank;
+      int32_t pos;  // index of the left symbol
+      int32_t new_id;
+      bool operator>(const Candidate& other) const {
+        return rank != other.rank ? rank > other.rank : pos > other.pos;
+      }
+    };
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> queue;
+    const auto push_pair = [&](int32_t pos) {
+      const int32_t next = symbols[pos].next;
+      if (next < 0) return;
+      auto it = merges_.find(PairKey(symbols[pos].id, symbols[next].id));
+      if (it != merges_.end()) queue.push({it->second.rank, pos, it->second.new_id});
+    };
+    for (int32_t pos = 0; pos + 1 < static_cast<int32_t>(symbols.size()); ++pos) push_pair(pos);
+
+    while (!queue.empty()) {
+      const Candidate top = queue.top();
+      queue.pop();
+      Symbol& left = symbols[top.pos];
+      if (!left.alive || left.next < 0) continue;
+      Symbol& right = symbols[left.next];
+      // Stale when the pair at `pos` changed since it was queued (HF compares the merged id).
+      auto it = merges_.find(PairKey(left.id, right.id));
+      if (it == merges_.end() || it->second.new_id != top.new_id) continue;
+      left.id = top.new_id;
+      right.alive = false;
+      left.next = right.next;
+      if (left.next >= 0) symbols[left.next].prev = top.pos;
+      if (left.prev >= 0) push_pair(left.prev);
+      push_pair(top.pos);
+    }
+  }
+
+  absl::flat_hash_map<std::string, int32_t> vocab_;
+  absl::flat_hash_map<uint64_t, Merge> merges_;
+  int32_t unk_id_ = -1;
+  bool byte_fallback_ = false;
+  bool fuse_unk_ = false;
+  bool ignore_merges_ = false;
+  std::string continuing_subword_prefix_;
+  std::string end_of_word_suffix_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The tokenizer: the pipeline stages above, plus the id ↔ token tables.
+
+class HfTokenizer : public Tokenizer {
+ public:
+  static absl::StatusOr<std::unique_ptr<HfTokenizer>> Create(const Json& j,
+                                                             const LoadContext& ctx) {
+    auto tok = std::unique_ptr<HfTokenizer>(new HfTokenizer());
+    const Json& model = j.at("model");
+    const std::string model_type = model.value("type", "");
+    if (model_type != "BPE") return ctx.Unsupported("model type", TypeOf(model));
+    ASSIGN_OR_RETURN(tok->model_, BpeModel::Load(model, ctx));
+    ASSIGN_OR_RETURN(tok->normalizer_, MakeNormalizer(j.value("normalizer", Json()), ctx));
+    ASSIGN_OR_RETURN(tok->pre_tokenizer_, MakePreTokenizer(j.value("pre_tokenizer", Json()), ctx));
+    ASSIGN_OR_RETURN(tok->decoder_, MakeDecoder(j.value("decoder", Json()), ctx));
+    ASSIGN_OR_RETURN(tok->template_, MakePostProcessor(j.value("post_processor", Json()), ctx));
+
+    for (const Json& added : j.value("added_tokens", Json::array())) {
+      AddedToken token;
+      token.content = added.at("content").get<std::string>();
+      token.id = added.at("id").get<int32_t>();
+      token.special = added.value("special", false);
+      token.normalized = added.value("normalized", false);
+      token.lstrip = added.value("lstrip", false);
+      token.rstrip = added.value("rstrip", false);
+      token.single_word = added.value("single_word", false);
+      if (token.id < 0) return ctx.Invalid(absl::StrCat("added token with id ", token.id));
+      tok->added_.push_back(std::move(token));
+    }
+    tok->BuildTables();
+    return tok;
+  }
+
+  absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
+                                              bool add_special_tokens) const override {
+    if (const size_t bad = FindInvalidUtf8(text); bad != std::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt is not valid UTF-8 at byte ", bad));
+    }
+    std::vector<int32_t> ids;
+    if (add_special_tokens) ids = template_.before;
+
+    // HF order: split on added tokens that match raw text, normalize each remaining piece, split
+    // that on added tokens that match normalized text, then pre-tokenize and run the model. Each
+    // piece is finished before the next so the views into `normalized` stay valid.
+    std::vector<Segment> raw_segments;
+    raw_matcher_.Split(text, &raw_segments);
+    std::vector<Segment> segments;
+    std::vector<std::string> words;
+    for (const Segment& raw : raw_segments) {
+      if (raw.id >= 0) {
+        ids.push_back(raw.id);
+        continue;
+      }
+      std::string normalized(raw.text);
+      if (normalizer_ != nullptr) normalizer_->Normalize(&normalized);
+      segments.clear();
+      normalized_matcher_.Split(normalized, &segments);
+      for (const Segment& segment : segments) {
+        if (segment.id >= 0) {
+          ids.push_back(segment.id);
+        } else if (pre_tokenizer_ == nullptr) {
+          model_->Tokenize(segment.text, &ids);
+        } else {
+          words.clear();
+          pre_tokenizer_->Split(segment.text, &words);
+          for (const std::string& word : words) model_->Tokenize(word, &ids);
+        }
+      }
+    }
+
+    if (add_special_tokens) ids.insert(ids.end(), template_.after.begin(), template_.after.end());
+    return ids;
+  }
+
+  std::string Decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const override {
+    std::vector<std::string> tokens;
+    tokens.reserve(ids.size());
+    for (int32_t id : ids) {
+      // Ids with no token are dropped, as HF's id_to_token returning None.
+      if (id < 0 || id >= vocab_size() || !known_[id]) continue;
+      if (skip_special_tokens && special_[id]) continue;
+      tokens.push_back(id_to_token_[id]);
+    }
+    if (decoder_ == nullptr) return absl::StrJoin(tokens, " ");
+    decoder_->DecodeChain(&tokens);
+    return absl::StrJoin(tokens, "");
+  }
+
+  int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
+  bool IsSpecial(int32_t id) const override {
+    return id >= 0 && id < vocab_size() && special_[id];
+  }
+  int32_t TokenToId(std::string_view token) const override {
+    auto it = token_to_id_.find(AbslView(token));
+    return it == token_to_id_.end() ? -1 : it->second;
+  }
+  std::string IdToToken(int32_t id) const override {
+    return id >= 0 && id < vocab_size() ? id_to_token_[id] : std::string();
+  }
+
+ private:
+  HfTokenizer() = default;
+
+  // Added tokens take precedence over model tokens for the same id or content, as in HF.
+  void BuildTables() {
+    int32_t size = 0;
+    for (const auto& [token, id] : model_->vocab()) size = std::max(size, id + 1);
+    for (const AddedToken& token : added_) size = std::max(size, token.id + 1);
+    id_to_token_.assign(size, std::string());
+    known_.assign(size, false);
+    special_.assign(size, false);
+    token_to_id_ = model_->vocab();
+    for (const auto& [token, id] : model_->vocab()) {
+      if (id < 0) continue;
+      id_to_token_[id] = token;
+      known_[id] = true;
+    }
+    for (const AddedToken& token : added_) {
+      id_to_token_[token.id] = token.content;
+      known_[token.id] = true;
+      special_[token.id] = token.special;
+      token_to_id_[token.content] = token.id;
+      if (token.normalized) {
+        // HF matches normalized added tokens by their normalized content.
+        std::string pattern = token.content;
+        if (normalizer_ != nullptr) normalizer_->Normalize(&pattern);
+        normalized_matcher_.Add(std::move(pattern), &token);
+      } else {
+        raw_matcher_.Add(token.content, &token);
+      }
+    }
+  }
+
+  std::unique_ptr<Normalizer> normalizer_;
+  std::unique_ptr<PreTokenizer> pre_tokenizer_;
+  std::unique_ptr<BpeModel> model_;
+  std::unique_ptr<Decoder> decoder_;
+  SingleTemplate template_;
+
+  std::vector<AddedToken> added_;  // fixed after Create: the matchers point into it
+  AddedTokenMatcher raw_matcher_;
+  AddedTokenMatcher normalized_matcher_;
+
+  std::vector<std::string> id_to_token_;
+  std::vector<bool> known_;
+  std::vector<bool> special_;
+  absl::flat_hash_map<std::string, int32_t> token_to_id_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& path) {
+  std::string file = path;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    file = (std::filesystem::path(path) / "tokenizer.json").string();
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open tokenizer file ", file));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+
+  const LoadContext ctx{file};
+  Json j = Json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return ctx.Invalid("not a JSON object");
+  // nlohmann reports missing keys and wrong types by exception; they stop here as a Status.
+  try {
+    ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> tokenizer, HfTokenizer::Create(j, ctx));
+    return std::unique_ptr<Tokenizer>(std::move(tokenizer));
+  } catch (const Json::exception& e) {
+    return ctx.Invalid(absl::StrCat("malformed tokenizer.json: ", e.what()));
+  }
+}
+
+}  // namespace dpinfer::engine
