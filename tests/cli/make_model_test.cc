@@ -3,6 +3,7 @@
 // tokenizer.json has stories260K's layout with a self-consistent BPE vocab and merge list.
 #include "cli/make_model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
