@@ -33,18 +33,21 @@ constexpr const char kSpace[] = "\xE2\x96\x81";
 // Frequent English pieces (TinyStories flavour); "_" stands for the word-boundary marker. Each
 // becomes a single token through the merges generated for it.
 constexpr const char* kPieces[] = {
-    "_the",   "_a",     "_and",    "_to",    "_of",     "_was",   "_he",    "_she",
-    "_it",    "_in",    "_is",     "_that",  "_with",   "_her",   "_his",   "_they",
-    "_you",   "_for",   "_on",     "_said",  "_had",    "_day",   "_one",   "_big",
-    "_little", "_time", "_upon",   "_once",  "_there",  "_happy", "_play",  "_friend",
-    "_saw",   "_went",  "_very",   "_not",   "_can",    "_what",  "_so",    "_be",
-    "_have",  "_do",    "_mom",    "_dog",   "_cat",    "_tree",  "_sun",   "_park",
-    "_ball",  "_want",  "_like",   "_love",  "_wanted", "_looked", "_help", "_fun",
-    "_good",  "_toy",   "_girl",   "_boy",   "_named",  "_all",   "_but",   "_were",
-    "_Lily",  "_Tim",   "_Ben",    "_The",   "_She",    "_He",    "_They",  "_One",
-    "_Once",  "_I",     "ing",     "ed",     "er",      "ly",     "es",     "ll",
-    "ay",     "ar",     "en",      "ou",     "ow",      "ck",     "st",     "ind",
-    "ent",    "al",     "ight",    "ful",    ".",       ",",      "!",      "?",
+    "_the",    "_a",       "_and",      "_to",    "_of",      "_was",    "_he",   "_she",
+    "_it",     "_in",      "_is",       "_that",  "_with",    "_her",    "_his",  "_they",
+    "_you",    "_for",     "_on",       "_said",  "_had",     "_day",    "_one",  "_big",
+    "_little", "_time",    "_upon",     "_once",  "_there",   "_happy",  "_play", "_friend",
+    "_saw",    "_went",    "_very",     "_not",   "_can",     "_what",   "_so",   "_be",
+    "_have",   "_do",      "_mom",      "_dog",   "_cat",     "_tree",   "_sun",  "_park",
+    "_ball",   "_want",    "_like",     "_love",  "_wanted",  "_looked", "_help", "_fun",
+    "_good",   "_toy",     "_girl",     "_boy",   "_named",   "_all",    "_but",  "_were",
+    "_Lily",   "_Tim",     "_Ben",      "_The",   "_She",     "_He",     "_They", "_One",
+    "_Once",   "_I",       "ing",       "ed",     "er",       "ly",      "es",    "ll",
+    "ay",      "ar",       "en",        "ou",     "ow",       "ck",      "st",    "ind",
+    "ent",     "al",       "ight",      "ful",    ".",        ",",       "!",     "?",
+    "_made",   "_ran",     "_found",    "_came",  "_thought", "_smiled", "_sad",  "_bird",
+    "_home",   "_again",   "_asked",    "_felt",  "_car",     "_box",    "_sky",  "_water",
+    "_flower", "_outside", "_together", "_after",
 };
 
 std::string Piece(const char* p) {
@@ -129,8 +132,8 @@ Bpe BuildTokenizer() {
 }
 
 ojson AddedToken(int id, const char* content) {
-  return {{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},   {"normalized", false}, {"special", true}};
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", false}, {"special", true}};
 }
 
 // Same keys, order and pipeline as stories260K's tokenizer.json (Llama-2 SentencePiece BPE as
@@ -154,13 +157,12 @@ ojson TokenizerJson(const Bpe& bpe) {
       {"single", {bos, seq("A")}},
       {"pair", {bos, seq("A"), bos, seq("B")}},
       {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}};
-  t["decoder"] = {
-      {"type", "Sequence"},
-      {"decoders",
-       {{{"type", "Replace"}, {"pattern", {{"String", kSpace}}}, {"content", " "}},
-        {{"type", "ByteFallback"}},
-        {{"type", "Fuse"}},
-        {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+  t["decoder"] = {{"type", "Sequence"},
+                  {"decoders",
+                   {{{"type", "Replace"}, {"pattern", {{"String", kSpace}}}, {"content", " "}},
+                    {{"type", "ByteFallback"}},
+                    {{"type", "Fuse"}},
+                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
   ojson model;
   model["type"] = "BPE";
   model["dropout"] = nullptr;
@@ -313,18 +315,18 @@ absl::Status MakeTinyModel(const MakeModelOptions& o) {
       {"vocab_size", vocab},
   };
   RETURN_IF_ERROR(WriteJson(in_dir("config.json"), config));
-  RETURN_IF_ERROR(WriteJson(in_dir("generation_config.json"),
-                            {{"_from_model_config", true},
-                             {"bos_token_id", 1},
-                             {"eos_token_id", 2},
-                             {"transformers_version", "5.17.0"}}));
-  RETURN_IF_ERROR(WriteJson(in_dir("tokenizer_config.json"),
-                            {{"backend", "tokenizers"},
-                             {"bos_token", "<s>"},
-                             {"eos_token", "</s>"},
-                             {"model_max_length", o.max_position_embeddings},
-                             {"tokenizer_class", "TokenizersBackend"},
-                             {"unk_token", "<unk>"}}));
+  RETURN_IF_ERROR(
+      WriteJson(in_dir("generation_config.json"), {{"_from_model_config", true},
+                                                   {"bos_token_id", 1},
+                                                   {"eos_token_id", 2},
+                                                   {"transformers_version", "5.17.0"}}));
+  RETURN_IF_ERROR(
+      WriteJson(in_dir("tokenizer_config.json"), {{"backend", "tokenizers"},
+                                                  {"bos_token", "<s>"},
+                                                  {"eos_token", "</s>"},
+                                                  {"model_max_length", o.max_position_embeddings},
+                                                  {"tokenizer_class", "TokenizersBackend"},
+                                                  {"unk_token", "<unk>"}}));
   RETURN_IF_ERROR(WriteJson(in_dir("tokenizer.json"), TokenizerJson(bpe)));
 
   // Weights in a fixed order from one stream, so sharding and dtype never change the values.
@@ -366,8 +368,7 @@ absl::Status MakeTinyModel(const MakeModelOptions& o) {
   uint64_t total_size = 0;
   for (int s = 0; s < o.num_shards; ++s) {
     const size_t begin = n * s / o.num_shards, end = n * (s + 1) / o.num_shards;
-    const std::string file =
-        absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, o.num_shards);
+    const std::string file = absl::StrFormat("model-%05d-of-%05d.safetensors", s + 1, o.num_shards);
     std::vector<TensorToWrite> part(std::make_move_iterator(tensors.begin() + begin),
                                     std::make_move_iterator(tensors.begin() + end));
     for (const TensorToWrite& t : part) {

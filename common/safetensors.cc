@@ -38,8 +38,8 @@ constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
 absl::StatusOr<DType> ParseDType(const std::string& s) {
   static const std::pair<const char*, DType> kNames[] = {
-      {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16},
-      {"I32", DType::kI32}, {"I64", DType::kI64}, {"U8", DType::kU8},
+      {"F32", DType::kF32}, {"F16", DType::kF16},   {"BF16", DType::kBF16},
+      {"I32", DType::kI32}, {"I64", DType::kI64},   {"U8", DType::kU8},
       {"I8", DType::kI8},   {"BOOL", DType::kBool}, {"F64", DType::kF64}};
   for (const auto& [name, d] : kNames) {
     if (s == name) return d;
@@ -75,7 +75,8 @@ absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json&
       return absl::InvalidArgumentError(absl::StrCat("missing \"", key, "\""));
     }
   }
-  if (!entry.at("dtype").is_string()) return absl::InvalidArgumentError("\"dtype\" is not a string");
+  if (!entry.at("dtype").is_string())
+    return absl::InvalidArgumentError("\"dtype\" is not a string");
   TensorInfo info;
   info.name = name;
   ASSIGN_OR_RETURN(info.dtype, ParseDType(entry.at("dtype").get<std::string>()));
@@ -103,14 +104,13 @@ absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& name, const json&
         absl::StrFormat("data_offsets [%d,%d) are reversed", begin, end));
   }
   if (end > data_size) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("data_offsets [%d,%d) exceed the file's data section (%d bytes)", begin,
-                        end, data_size));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "data_offsets [%d,%d) exceed the file's data section (%d bytes)", begin, end, data_size));
   }
   if (end - begin != nbytes) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "data_offsets [%d,%d) span %d bytes but %s %s needs %d", begin, end, end - begin,
-        DTypeName(info.dtype), ShapeString(info.shape), nbytes));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("data_offsets [%d,%d) span %d bytes but %s %s needs %d", begin, end,
+                        end - begin, DTypeName(info.dtype), ShapeString(info.shape), nbytes));
   }
   info.data = data + begin;
   info.nbytes = nbytes;
@@ -131,25 +131,43 @@ absl::StatusOr<json> ReadJsonFile(const std::string& path) {
 
 const char* DTypeName(DType d) {
   switch (d) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
-    case DType::kU8: return "U8";
-    case DType::kI8: return "I8";
-    case DType::kBool: return "BOOL";
-    case DType::kF64: return "F64";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
+    case DType::kU8:
+      return "U8";
+    case DType::kI8:
+      return "I8";
+    case DType::kBool:
+      return "BOOL";
+    case DType::kF64:
+      return "F64";
   }
   return "?";
 }
 
 size_t DTypeSize(DType d) {
   switch (d) {
-    case DType::kF32: case DType::kI32: return 4;
-    case DType::kF16: case DType::kBF16: return 2;
-    case DType::kI64: case DType::kF64: return 8;
-    case DType::kU8: case DType::kI8: case DType::kBool: return 1;
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kF16:
+    case DType::kBF16:
+      return 2;
+    case DType::kI64:
+    case DType::kF64:
+      return 8;
+    case DType::kU8:
+    case DType::kI8:
+    case DType::kBool:
+      return 1;
   }
   return 0;
 }
@@ -275,16 +293,16 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     for (const std::string& shard : shards) {
       const std::string shard_path = (fs::path(model_dir) / shard).string();
       if (!fs::exists(shard_path, ec)) {
-        return absl::NotFoundError(absl::StrCat(index_path, ": lists shard '", shard,
-                                                "', but ", shard_path, " does not exist"));
+        return absl::NotFoundError(absl::StrCat(index_path, ": lists shard '", shard, "', but ",
+                                                shard_path, " does not exist"));
       }
       files.push_back(shard_path);
     }
   } else {
     const std::string single = (fs::path(model_dir) / "model.safetensors").string();
     if (!fs::exists(single, ec)) {
-      return absl::NotFoundError(absl::StrCat(single, ": not found (and no ", index_path,
-                                              "); is ", model_dir, " a model directory?"));
+      return absl::NotFoundError(absl::StrCat(single, ": not found (and no ", index_path, "); is ",
+                                              model_dir, " a model directory?"));
     }
     files.push_back(single);
   }
@@ -305,8 +323,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   for (const auto& [tensor, shard] : promised) {
     auto it = ckpt->file_of_.find(tensor);
     if (it == ckpt->file_of_.end() || fs::path(it->second).filename() != shard) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path, ": maps tensor '", tensor,
-                                                     "' to ", shard, ", which does not hold it"));
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": maps tensor '", tensor, "' to ",
+                                                     shard, ", which does not hold it"));
     }
   }
   return ckpt;
@@ -385,9 +403,8 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
     uint64_t numel = 1;
     for (int64_t d : t.shape) {
       if (d < 0) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", t.name,
-                                                       "' has negative shape ",
-                                                       ShapeString(t.shape)));
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": tensor '", t.name, "' has negative shape ", ShapeString(t.shape)));
       }
       numel *= static_cast<uint64_t>(d);
     }

@@ -75,7 +75,7 @@ TEST(ConversionTest, F16KnownBits) {
   EXPECT_EQ(F32ToF16(Pow2(-25)), 0x0000);
   EXPECT_EQ(F32ToF16(1.5f * Pow2(-25)), 0x0001);
   EXPECT_EQ(F32ToF16(3 * Pow2(-25)), 0x0002);  // 1.5 units ties up to the even 2
-  EXPECT_EQ(F32ToF16(Pow2(-14)), 0x0400);       // smallest normal
+  EXPECT_EQ(F32ToF16(Pow2(-14)), 0x0400);      // smallest normal
   EXPECT_EQ(F32ToF16(Pow2(-14) - Pow2(-24)), 0x03FF);
   EXPECT_EQ(F16ToF32(0x0001), Pow2(-24));
   EXPECT_EQ(F16ToF32(0x8001), -Pow2(-24));
@@ -89,8 +89,12 @@ TEST(ConversionTest, F16KnownBits) {
 TEST(ConversionTest, ExhaustiveRoundTrip) {
   for (uint32_t i = 0; i < 65536; ++i) {
     const uint16_t h = static_cast<uint16_t>(i);
-    if (!std::isnan(F16ToF32(h))) ASSERT_EQ(F32ToF16(F16ToF32(h)), h) << std::hex << i;
-    if (!std::isnan(Bf16ToF32(h))) ASSERT_EQ(F32ToBf16(Bf16ToF32(h)), h) << std::hex << i;
+    if (!std::isnan(F16ToF32(h))) {
+      ASSERT_EQ(F32ToF16(F16ToF32(h)), h) << std::hex << i;
+    }
+    if (!std::isnan(Bf16ToF32(h))) {
+      ASSERT_EQ(F32ToBf16(Bf16ToF32(h)), h) << std::hex << i;
+    }
   }
 }
 
@@ -241,8 +245,7 @@ TEST_F(CorruptFileTest, OffsetsDisagreeWithShape) {
 TEST_F(CorruptFileTest, UnknownDtype) {
   WriteRaw(path_, R"({"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}})", 8);
   absl::Status s = OpenStatus();
-  EXPECT_THAT(s.message(),
-              AllOf(HasSubstr(path_), HasSubstr("tensor 'w'"), HasSubstr("F8_E4M3")));
+  EXPECT_THAT(s.message(), AllOf(HasSubstr(path_), HasSubstr("tensor 'w'"), HasSubstr("F8_E4M3")));
 }
 
 TEST_F(CorruptFileTest, MissingField) {

@@ -62,8 +62,7 @@ class Reader {
     if (!v.is_boolean()) return WrongType(key, "a boolean");
     return v.get<bool>();
   }
-  absl::StatusOr<std::string> String(const std::string& key,
-                                     std::optional<std::string> def) const {
+  absl::StatusOr<std::string> String(const std::string& key, std::optional<std::string> def) const {
     if (!Has(key)) return Missing(key, def);
     const json& v = j_.at(key);
     if (!v.is_string()) return WrongType(key, "a string");
@@ -81,16 +80,15 @@ class Reader {
     return absl::OkStatus();
   }
   absl::Status WrongType(const std::string& key, const char* what) const {
-    return absl::InvalidArgumentError(absl::StrCat(path_, ": key \"", key, "\" must be ", what,
-                                                   ", got ", j_.at(key).dump()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path_, ": key \"", key, "\" must be ", what, ", got ", j_.at(key).dump()));
   }
 
  private:
   template <typename T>
   absl::StatusOr<T> Missing(const std::string& key, const std::optional<T>& def) const {
     if (def.has_value()) return *def;
-    return absl::InvalidArgumentError(
-        absl::StrCat(path_, ": missing required key \"", key, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(path_, ": missing required key \"", key, "\""));
   }
 
   const json& j_;
@@ -102,9 +100,9 @@ absl::Status CheckRopeType(const std::string& path, const std::string& key,
   for (const char* t : kSupportedRopeTypes) {
     if (rope_type == t) return absl::OkStatus();
   }
-  return absl::UnimplementedError(absl::StrCat(path, ": ", key, " rope_type '", rope_type,
-                                               "' is not supported (supported: ",
-                                               absl::StrJoin(kSupportedRopeTypes, ", "), ")"));
+  return absl::UnimplementedError(absl::StrCat(
+      path, ": ", key, " rope_type '", rope_type,
+      "' is not supported (supported: ", absl::StrJoin(kSupportedRopeTypes, ", "), ")"));
 }
 
 // Rope comes in two spellings: transformers >= 5 nests it as rope_parameters {rope_theta,
@@ -168,8 +166,8 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   if (std::find(std::begin(kSupportedArchitectures), std::end(kSupportedArchitectures),
                 c.architecture) == std::end(kSupportedArchitectures)) {
     return absl::UnimplementedError(absl::StrCat(
-        path, ": architecture '", c.architecture, "' is not supported (supported: ",
-        absl::StrJoin(kSupportedArchitectures, ", "), ")"));
+        path, ": architecture '", c.architecture,
+        "' is not supported (supported: ", absl::StrJoin(kSupportedArchitectures, ", "), ")"));
   }
   // HF's LlamaConfig defaults hidden_act to silu, so an absent key means silu too.
   ASSIGN_OR_RETURN(std::string act, r.String("hidden_act", "silu"));
@@ -193,24 +191,24 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   ASSIGN_OR_RETURN(c.mlp_bias, r.Bool("mlp_bias", false));
   RETURN_IF_ERROR(ReadRope(r, &c));
 
-  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                          "num_attention_heads", "num_key_value_heads",
-                          "max_position_embeddings"}) {
+  for (const char* key :
+       {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "num_key_value_heads", "max_position_embeddings"}) {
     RETURN_IF_ERROR(CheckPositive(path, key, r.Int(key, 1).value()));
   }
   if (c.num_heads % c.num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": num_attention_heads (", c.num_heads, ") is not a multiple of num_key_value_heads (",
-        c.num_kv_heads, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(path, ": num_attention_heads (", c.num_heads,
+                                                   ") is not a multiple of num_key_value_heads (",
+                                                   c.num_kv_heads, ")"));
   }
   if (r.Has("head_dim")) {
     ASSIGN_OR_RETURN(c.head_dim, r.Int("head_dim", std::nullopt));
     RETURN_IF_ERROR(CheckPositive(path, "head_dim", c.head_dim));
   } else {
     if (c.hidden_size % c.num_heads != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": hidden_size (", c.hidden_size, ") is not a multiple of num_attention_heads (",
-          c.num_heads, ") and no head_dim is given"));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": hidden_size (", c.hidden_size,
+                                                     ") is not a multiple of num_attention_heads (",
+                                                     c.num_heads, ") and no head_dim is given"));
     }
     c.head_dim = c.hidden_size / c.num_heads;
   }

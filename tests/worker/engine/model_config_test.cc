@@ -66,8 +66,8 @@ TEST(ModelConfigTest, TopLevelRopeThetaAndDefaults) {
   auto c = LoadModelConfig(WriteDir(BaseConfig()));
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_FLOAT_EQ(c->rope_theta, 500000.0f);
-  EXPECT_EQ(c->head_dim, 32);      // hidden / heads
-  EXPECT_EQ(c->num_kv_heads, 4);   // defaults to num_attention_heads
+  EXPECT_EQ(c->head_dim, 32);     // hidden / heads
+  EXPECT_EQ(c->num_kv_heads, 4);  // defaults to num_attention_heads
   EXPECT_FALSE(c->tie_word_embeddings);
   EXPECT_EQ(c->bos_token_id, -1);
 }
@@ -94,9 +94,8 @@ TEST(ModelConfigTest, UnsupportedArchitectureNamed) {
   auto c = LoadModelConfig(WriteDir(cfg));
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(c.status().message(),
-              AllOf(HasSubstr("config.json"), HasSubstr("MixtralForCausalLM"),
-                    HasSubstr("LlamaForCausalLM")));
+  EXPECT_THAT(c.status().message(), AllOf(HasSubstr("config.json"), HasSubstr("MixtralForCausalLM"),
+                                          HasSubstr("LlamaForCausalLM")));
 }
 
 TEST(ModelConfigTest, UnknownRopeTypeNamed) {
