@@ -1,0 +1,172 @@
+// dpinfer: the command-line client. `run` is the one-command offline job; submit / status /
+// results / cancel / workers talk to a running coordinator; make-model writes the small
+// random-weight model the quickstart uses.
+#include <cstdlib>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
+#include "cli/client.h"
+#include "cli/make_model.h"
+#include "cli/run.h"
+
+namespace {
+
+std::string DefaultCoordinator() {
+  const char* v = std::getenv("DPINFER_COORDINATOR");
+  return v != nullptr && *v != '\0' ? v : "127.0.0.1:8470";
+}
+
+int Fail(const absl::Status& s) {
+  std::cerr << "dpinfer: " << s.message() << "\n";
+  return 1;
+}
+
+void PrintJob(const dpinfer::v1::Job& job) {
+  std::cout << absl::StrFormat("%s\t%s\t%d/%d done\t%d failed\t%d generated tokens", job.id(),
+                               dpinfer::cli::JobStateName(job.state()), job.completed(),
+                               job.total(), job.failed(), job.generated_tokens());
+  if (job.redispatched() > 0) std::cout << "\t" << job.redispatched() << " re-dispatched";
+  if (!job.error().empty()) std::cout << "\t" << job.error();
+  std::cout << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dpinfer: data-parallel batch LLM inference"};
+  app.require_subcommand(1);
+  std::string coordinator = DefaultCoordinator();
+  auto add_coordinator = [&](CLI::App* sub) {
+    sub->add_option("--coordinator", coordinator,
+                    "coordinator HOST:PORT (env DPINFER_COORDINATOR, default 127.0.0.1:8470)");
+  };
+
+  dpinfer::cli::RunOptions run;
+  auto* run_cmd = app.add_subcommand("run", "run a batch job on N local workers and stop them");
+  run_cmd->add_option("--model", run.model_dir, "HF model directory")->required();
+  run_cmd->add_option("--dp", run.dp_size, "data-parallel workers")->check(CLI::PositiveNumber);
+  run_cmd->add_option("--input", run.input_path, "OpenAI batch JSONL input")->required();
+  run_cmd->add_option("--output", run.output_path, "result JSONL output")->required();
+  run_cmd->add_option("--timeout", run.timeout_s,
+                      "seconds; processes still running then are killed and dpinfer exits 124");
+  run_cmd->add_option("--worker-arg", run.worker_args,
+                      "flag passed to every worker, e.g. --worker-arg=--threads=1 (repeatable)");
+  run_cmd->add_option("--coordinator-arg", run.coordinator_args,
+                      "flag passed to the coordinator, e.g. --coordinator-arg=--worker-timeout=10");
+  run_cmd->add_option("--log-dir", run.log_dir, "where process logs go (default: a temp dir)");
+  run_cmd->add_flag("--quiet", run.quiet, "no progress lines");
+
+  std::string input, output, job_id, name;
+  bool no_wait = false;
+  double timeout_s = 7 * 24 * 3600.0;
+  auto* submit = app.add_subcommand("submit", "submit a job to a running coordinator");
+  add_coordinator(submit);
+  submit->add_option("--input", input, "OpenAI batch JSONL input")->required();
+  submit->add_option("--output", output, "result JSONL output (when waiting)");
+  submit->add_option("--name", name, "job name");
+  submit->add_flag("--no-wait", no_wait, "print the job id and return");
+  submit->add_option("--timeout", timeout_s, "seconds to wait for the job");
+
+  auto* status = app.add_subcommand("status", "show a job (or every job without JOB)");
+  add_coordinator(status);
+  status->add_option("job", job_id, "job id");
+
+  auto* results = app.add_subcommand("results", "write a finished job's results");
+  add_coordinator(results);
+  results->add_option("job", job_id, "job id")->required();
+  results->add_option("-o,--output", output, "result JSONL output")->required();
+
+  auto* cancel = app.add_subcommand("cancel", "cancel a job");
+  add_coordinator(cancel);
+  cancel->add_option("job", job_id, "job id")->required();
+
+  auto* workers = app.add_subcommand("workers", "list the registered workers");
+  add_coordinator(workers);
+
+  dpinfer::cli::MakeModelOptions mm;
+  auto* make_model = app.add_subcommand(
+      "make-model", "write a small random-weight Llama model (HF format) with a tokenizer");
+  make_model->add_option("--out", mm.out_dir, "output directory")->required();
+  make_model->add_option("--seed", mm.seed, "weight seed");
+  make_model->add_option("--layers", mm.num_layers, "decoder layers");
+  make_model->add_option("--hidden-size", mm.hidden_size, "hidden size");
+  make_model->add_option("--intermediate-size", mm.intermediate_size, "MLP size");
+  make_model->add_option("--heads", mm.num_heads, "attention heads");
+  make_model->add_option("--kv-heads", mm.num_kv_heads, "key/value heads");
+  make_model->add_option("--dtype", mm.dtype, "float32, bfloat16 or float16");
+  make_model->add_option("--shards", mm.num_shards, "safetensors shards");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (run_cmd->parsed()) {
+    if (run.output_path.empty()) return Fail(absl::InvalidArgumentError("--output is required"));
+    return dpinfer::cli::RunJob(run);
+  }
+  if (make_model->parsed()) {
+    absl::Status s = dpinfer::cli::MakeTinyModel(mm);
+    if (!s.ok()) return Fail(s);
+    std::cout << "wrote " << mm.out_dir << "\n";
+    return 0;
+  }
+  dpinfer::cli::BatchClient client(coordinator);
+  if (submit->parsed()) {
+    if (!no_wait && output.empty()) {
+      return Fail(absl::InvalidArgumentError("--output is required unless --no-wait"));
+    }
+    auto lines = dpinfer::cli::ReadLines(input);
+    if (!lines.ok()) return Fail(lines.status());
+    auto job = client.Submit(*lines, name.empty() ? input : name);
+    if (!job.ok()) return Fail(job.status());
+    if (no_wait) {
+      std::cout << job->id() << "\n";
+      return 0;
+    }
+    auto done = client.Wait(job->id(), timeout_s, nullptr);
+    if (!done.ok()) return Fail(done.status());
+    auto lines_out = client.Results(job->id());
+    if (!lines_out.ok()) return Fail(lines_out.status());
+    absl::Status s = dpinfer::cli::WriteLines(output, *lines_out);
+    if (!s.ok()) return Fail(s);
+    std::cout << dpinfer::cli::SummaryLine(*done) << "\n";
+    return done->state() == dpinfer::v1::JOB_STATE_COMPLETED ? 0 : 1;
+  }
+  if (status->parsed()) {
+    if (job_id.empty()) {
+      auto jobs = client.List();
+      if (!jobs.ok()) return Fail(jobs.status());
+      for (const auto& j : *jobs) PrintJob(j);
+      return 0;
+    }
+    auto job = client.Get(job_id);
+    if (!job.ok()) return Fail(job.status());
+    PrintJob(*job);
+    return 0;
+  }
+  if (results->parsed()) {
+    auto lines_out = client.Results(job_id);
+    if (!lines_out.ok()) return Fail(lines_out.status());
+    absl::Status s = dpinfer::cli::WriteLines(output, *lines_out);
+    if (!s.ok()) return Fail(s);
+    std::cout << "wrote " << lines_out->size() << " results to " << output << "\n";
+    return 0;
+  }
+  if (cancel->parsed()) {
+    auto job = client.Cancel(job_id);
+    if (!job.ok()) return Fail(job.status());
+    PrintJob(*job);
+    return 0;
+  }
+  if (workers->parsed()) {
+    auto list = client.Workers();
+    if (!list.ok()) return Fail(list.status());
+    for (const auto& w : *list) {
+      std::cout << absl::StrFormat("rank %d\t%s\t%s\t%s pid %d\t%d generated tokens\t%d assigned%s\n",
+                                   w.dp_rank(), w.state(), w.address(), w.hostname(), w.pid(),
+                                   w.generated_tokens(), w.assigned(),
+                                   w.dead_reason().empty() ? "" : "\t" + w.dead_reason());
+    }
+    return 0;
+  }
+  return 0;
+}

@@ -1,0 +1,679 @@
+#include "coordinator/coordinator.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/logging.h"
+#include "coordinator/partitioner.h"
+
+namespace dpinfer::coordinator {
+namespace {
+
+// Whole-job Execute calls can legitimately run for a long time; liveness is judged by heartbeats
+// and progress, so the call's own deadline is only a backstop.
+constexpr absl::Duration kShardCallDeadline = absl::Hours(72);
+constexpr int kCancelledStatusCode = 499;  // as nginx: the client gave up on the request
+
+double UnixSeconds(absl::Time t) { return absl::ToDoubleSeconds(t - absl::UnixEpoch()); }
+
+bool IsTerminal(v1::JobState s) {
+  return s == v1::JOB_STATE_COMPLETED || s == v1::JOB_STATE_CANCELLED ||
+         s == v1::JOB_STATE_FAILED;
+}
+
+// "ipv4:10.1.2.3:5555" / "ipv6:[::1]:5555" -> the host part, as it can be dialled.
+std::string PeerHost(std::string_view peer) {
+  if (absl::ConsumePrefix(&peer, "ipv4:")) return std::string(peer.substr(0, peer.rfind(':')));
+  if (absl::ConsumePrefix(&peer, "ipv6:")) return std::string(peer.substr(0, peer.rfind(':')));
+  return "";
+}
+
+std::string RandomHex(int n) {
+  std::random_device rd;
+  std::mt19937_64 gen((static_cast<uint64_t>(rd()) << 32) ^ rd());
+  std::string s;
+  for (int i = 0; i < n; ++i) s += "0123456789abcdef"[gen() % 16];
+  return s;
+}
+
+}  // namespace
+
+Coordinator::Coordinator(CoordinatorOptions options)
+    : options_(std::move(options)), instance_(RandomHex(6)) {}
+
+Coordinator::~Coordinator() { Stop(); }
+
+void Coordinator::Start() { monitor_ = std::thread([this] { MonitorLoop(); }); }
+
+void Coordinator::Stop() {
+  std::vector<std::shared_ptr<Shard>> to_join;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_ && !monitor_.joinable()) return;
+    stopping_ = true;
+    for (auto& [id, job] : jobs_) {
+      for (auto& [sid, shard] : job->shards) {
+        shard->revoked = true;
+        shard->context.TryCancel();
+        to_join.push_back(shard);
+      }
+    }
+  }
+  if (monitor_.joinable()) monitor_.join();
+  for (auto& s : to_join) {
+    if (s->thread.joinable()) s->thread.join();
+  }
+  absl::MutexLock lock(&mu_);
+  for (auto& s : ended_shards_) {
+    if (s->thread.joinable() && s->thread.get_id() != std::this_thread::get_id()) s->thread.join();
+  }
+  ended_shards_.clear();
+  mu_.Await(absl::Condition(
+      +[](int32_t* n) { return *n == 0; }, &health_calls_));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+
+absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterRequest& request,
+                                                           std::string_view peer) {
+  std::string address = request.address();
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker address '", address, "' must be HOST:PORT"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+    host = PeerHost(peer);
+    if (host.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("worker address '", address, "' has no host and the peer '", peer,
+                       "' gives none; pass --advertise-host"));
+    }
+    address = host + address.substr(colon);
+  }
+  Callbacks after;
+  v1::RegisterResponse response;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("coordinator is shutting down");
+    if (options_.dp_size > 0 && request.dp_size() > 0 && request.dp_size() != options_.dp_size) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("worker says dp_size %d but this coordinator runs dp_size %d",
+                          request.dp_size(), options_.dp_size));
+    }
+    std::set<int32_t> held;
+    for (auto& [id, w] : workers_) {
+      if (w->dead) continue;
+      if (w->address == address) {
+        // The same endpoint registering again means its earlier incarnation is gone.
+        DeclareDeadLocked(w.get(), "re-registered from the same address", &after);
+        continue;
+      }
+      if (!request.model().empty() && !w->model.empty() && w->model != request.model()) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "worker serves model '%s' but worker %s (rank %d) serves '%s'; one coordinator "
+            "serves one model",
+            request.model(), w->id, w->rank, w->model));
+      }
+      held.insert(w->rank);
+    }
+    int32_t rank = request.dp_rank();
+    if (rank >= 0) {
+      if (options_.dp_size > 0 && rank >= options_.dp_size) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("dp_rank %d is out of range for dp_size %d", rank, options_.dp_size));
+      }
+      if (held.count(rank) > 0) {
+        return absl::AlreadyExistsError(
+            absl::StrFormat("dp_rank %d is already held by a live worker", rank));
+      }
+    } else {
+      rank = 0;
+      while (held.count(rank) > 0) ++rank;
+    }
+    auto w = std::make_unique<Worker>();
+    w->id = absl::StrCat("w", instance_, "-", next_id_++);
+    w->rank = rank;
+    w->address = address;
+    w->hostname = request.hostname();
+    w->pid = request.pid();
+    w->model = request.model();
+    w->max_model_len = request.max_model_len();
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(256 << 20);
+    args.SetMaxSendMessageSize(256 << 20);
+    // Each worker gets its own connection so one hung peer cannot stall another's calls.
+    args.SetInt("grpc.use_local_subchannel_pool", 1);
+    w->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    w->stub = v1::WorkerService::NewStub(w->channel);
+    w->health = grpc::health::v1::Health::NewStub(w->channel);
+    w->last_heartbeat = w->last_progress = absl::Now();
+    LOG_INFO("worker {} registered: rank {}, {} (host {}, pid {}), model '{}'", w->id, rank,
+             address, w->hostname, w->pid, w->model);
+    response.set_worker_id(w->id);
+    response.set_dp_rank(rank);
+    response.set_heartbeat_interval_s(options_.heartbeat_interval_s);
+    workers_[w->id] = std::move(w);
+  }
+  for (auto& fn : after) fn();
+  return response;
+}
+
+v1::HeartbeatResponse Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
+  v1::HeartbeatResponse response;
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(request.worker_id());
+  if (it == workers_.end() || it->second->dead) {
+    response.set_known(false);
+    return response;
+  }
+  Worker* w = it->second.get();
+  const absl::Time now = absl::Now();
+  w->last_heartbeat = now;
+  const auto& p = request.progress();
+  if (p.generated_tokens() != w->progress.generated_tokens() ||
+      p.prompt_tokens() != w->progress.prompt_tokens() ||
+      p.completed_requests() != w->progress.completed_requests()) {
+    w->last_progress = now;
+  }
+  w->progress = p;
+  response.set_known(true);
+  return response;
+}
+
+void Coordinator::OnWorkerProcessExited(int64_t pid, const std::string& how) {
+  Callbacks after;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [id, w] : workers_) {
+      if (!w->dead && w->pid == pid) DeclareDeadLocked(w.get(), "process " + how, &after);
+    }
+  }
+  for (auto& fn : after) fn();
+}
+
+void Coordinator::SetWorkerDeathHook(std::function<void(int64_t, const std::string&)> hook) {
+  absl::MutexLock lock(&mu_);
+  death_hook_ = std::move(hook);
+}
+
+std::vector<v1::WorkerStatus> Coordinator::ListWorkers() {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::WorkerStatus> out;
+  for (auto& [id, w] : workers_) {
+    v1::WorkerStatus s;
+    s.set_worker_id(w->id);
+    s.set_dp_rank(w->rank);
+    s.set_address(w->address);
+    s.set_state(w->dead ? "dead" : "ready");
+    s.set_hostname(w->hostname);
+    s.set_pid(w->pid);
+    s.set_model(w->model);
+    s.set_generated_tokens(w->progress.generated_tokens());
+    s.set_completed_requests(w->progress.completed_requests());
+    int32_t assigned = 0;
+    for (auto& shard : w->shards) assigned += shard->outstanding.size();
+    s.set_assigned(assigned);
+    s.set_dead_reason(w->dead_reason);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<Coordinator::Worker*> Coordinator::ReadyWorkersLocked() {
+  std::vector<Worker*> ready;
+  for (auto& [id, w] : workers_) {
+    if (!w->dead) ready.push_back(w.get());
+  }
+  std::sort(ready.begin(), ready.end(), [](Worker* a, Worker* b) { return a->rank < b->rank; });
+  return ready;
+}
+
+std::string Coordinator::ServedModelLocked() {
+  for (auto& [id, w] : workers_) {
+    if (!w->dead) return w->model;
+  }
+  return "";
+}
+
+void Coordinator::DeclareDeadLocked(Worker* worker, const std::string& reason, Callbacks* after) {
+  if (worker->dead) return;
+  worker->dead = true;
+  worker->dead_reason = reason;
+  int64_t requeued = 0;
+  for (const auto& shard : worker->shards) {
+    auto jit = jobs_.find(shard->job_id);
+    if (jit == jobs_.end()) continue;
+    requeued += shard->outstanding.size();
+    RevokeShardLocked(jit->second.get(), shard);
+    NotifyLocked(shard->job_id, after);
+  }
+  worker->shards.clear();
+  LOG_WARN("worker {} (rank {}, {}, pid {}) declared dead: {}; {} unanswered requests re-queued",
+           worker->id, worker->rank, worker->address, worker->pid, reason, requeued);
+  if (death_hook_ && worker->pid > 0) {
+    auto hook = death_hook_;
+    const int64_t pid = worker->pid;
+    after->push_back([hook, pid, reason] { hook(pid, reason); });
+  }
+}
+
+void Coordinator::RevokeShardLocked(Job* job, const std::shared_ptr<Shard>& shard) {
+  if (shard->revoked) return;
+  shard->revoked = true;
+  shard->context.TryCancel();
+  // Back to the front of the queue, in index order, so they are dispatched before newer work.
+  std::vector<int64_t> back;
+  for (int64_t index : shard->outstanding) {
+    if (!job->done[index]) back.push_back(index);
+  }
+  job->pending.insert(job->pending.begin(), back.begin(), back.end());
+  if (!IsTerminal(job->info.state)) job->info.set_redispatched(job->info.redispatched() + back.size());
+  shard->outstanding.clear();
+  job->shards.erase(shard->id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+
+absl::StatusOr<v1::Job> Coordinator::Submit(const v1::SubmitJobRequest& request) {
+  auto job = std::make_unique<Job>();
+  std::map<std::string, int64_t> first_line_of;
+  int64_t line_number = 0;
+  for (const std::string& line : request.lines()) {
+    ++line_number;
+    if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;  // blank line
+    const int64_t index = job->requests.size();
+    BatchRequest r = ParseBatchLine(line, index, line_number);
+    if (r.status.ok() && r.custom_id.has_value()) {
+      auto [it, inserted] = first_line_of.emplace(*r.custom_id, line_number);
+      if (!inserted) {
+        r.status = absl::InvalidArgumentError(
+            absl::StrFormat("line %d: custom_id '%s' repeats the one on line %d; custom_ids "
+                            "must be unique within a job",
+                            line_number, *r.custom_id, it->second));
+      }
+    }
+    job->requests.push_back(std::move(r));
+  }
+  Callbacks after;
+  v1::Job info;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("coordinator is shutting down");
+    const std::string id = absl::StrCat("job-", instance_, "-", next_id_++);
+    job->info.set_id(id);
+    job->info.set_name(request.name());
+    job->info.set_state(v1::JOB_STATE_QUEUED);
+    job->info.set_total(job->requests.size());
+    job->info.set_created_at(UnixSeconds(absl::Now()));
+    job->results.resize(job->requests.size());
+    job->done.resize(job->requests.size(), false);
+    // Unseeded requests get a per-job seed so that a re-dispatched request samples the same
+    // way on any replica, and a job's results do not depend on how it was partitioned.
+    std::random_device rd;
+    const uint64_t seed_base = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    Job* j = job.get();
+    jobs_[id] = std::move(job);
+    job_order_.push_back(id);
+    for (auto& r : j->requests) {
+      if (!r.status.ok()) {
+        RecordResultLocked(j, r.index,
+                           RenderError(r, id, 400, r.status.message()), false, 0, 0, &after);
+        continue;
+      }
+      if (!r.item.params().has_seed()) r.item.mutable_params()->set_seed(seed_base + r.index);
+      j->pending.push_back(r.index);
+    }
+    MaybeFinishJobLocked(j);
+    LOG_INFO("job {} submitted: {} requests ({} refused at parse)", id, j->info.total(),
+             j->info.failed());
+    info = j->info;
+  }
+  for (auto& fn : after) fn();
+  return info;
+}
+
+absl::StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  return it->second->info;
+}
+
+std::vector<v1::Job> Coordinator::ListJobs() {
+  absl::MutexLock lock(&mu_);
+  std::vector<v1::Job> out;
+  for (const auto& id : job_order_) out.push_back(jobs_[id]->info);
+  return out;
+}
+
+absl::StatusOr<v1::Job> Coordinator::Cancel(const std::string& job_id) {
+  Callbacks after;
+  v1::Job info;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = jobs_.find(job_id);
+    if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+    Job* job = it->second.get();
+    if (!IsTerminal(job->info.state())) {
+      job->info.set_state(v1::JOB_STATE_CANCELLED);
+      job->info.set_finished_at(UnixSeconds(absl::Now()));
+      std::vector<std::shared_ptr<Shard>> shards;
+      for (auto& [sid, s] : job->shards) shards.push_back(s);
+      for (auto& s : shards) {
+        auto wit = workers_.find(s->worker_id);
+        if (wit != workers_.end()) wit->second->shards.erase(s);
+        RevokeShardLocked(job, s);
+      }
+      job->pending.clear();
+      LOG_INFO("job {} cancelled with {}/{} results", job_id, job->info.completed(),
+               job->info.total());
+      NotifyLocked(job_id, &after);
+    }
+    info = job->info;
+  }
+  for (auto& fn : after) fn();
+  return info;
+}
+
+absl::StatusOr<std::vector<std::string>> Coordinator::Results(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  Job* job = it->second.get();
+  if (!IsTerminal(job->info.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("job %s is still running (%d of %d results); wait for it to end",
+                        job_id, job->info.completed(), job->info.total()));
+  }
+  std::vector<std::string> lines;
+  lines.reserve(job->results.size());
+  for (size_t i = 0; i < job->results.size(); ++i) {
+    if (job->done[i]) {
+      lines.push_back(job->results[i]);
+    } else {
+      lines.push_back(RenderError(job->requests[i], job_id, kCancelledStatusCode,
+                                  "the job was cancelled before this request finished"));
+    }
+  }
+  return lines;
+}
+
+absl::StatusOr<int64_t> Coordinator::AddJobListener(const std::string& job_id,
+                                                    std::function<void()> on_change) {
+  absl::MutexLock lock(&mu_);
+  if (jobs_.count(job_id) == 0) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  const int64_t id = next_id_++;
+  listeners_[id] = Listener{job_id, std::move(on_change)};
+  return id;
+}
+
+void Coordinator::RemoveJobListener(int64_t listener_id) {
+  absl::MutexLock lock(&mu_);
+  listeners_.erase(listener_id);
+}
+
+void Coordinator::NotifyLocked(const std::string& job_id, Callbacks* after) {
+  for (auto& [id, l] : listeners_) {
+    if (l.job_id == job_id) after->push_back(l.fn);
+  }
+}
+
+void Coordinator::RecordResultLocked(Job* job, int64_t index, std::string line, bool ok,
+                                     int64_t prompt_tokens, int64_t generated_tokens,
+                                     Callbacks* after) {
+  if (job->done[index]) return;  // already answered: a late duplicate from a revoked shard
+  job->done[index] = true;
+  job->results[index] = std::move(line);
+  job->info.set_completed(job->info.completed() + 1);
+  if (!ok) job->info.set_failed(job->info.failed() + 1);
+  job->info.set_prompt_tokens(job->info.prompt_tokens() + prompt_tokens);
+  job->info.set_generated_tokens(job->info.generated_tokens() + generated_tokens);
+  MaybeFinishJobLocked(job);
+  NotifyLocked(job->info.id(), after);
+}
+
+void Coordinator::MaybeFinishJobLocked(Job* job) {
+  if (IsTerminal(job->info.state())) return;
+  if (job->info.completed() < job->info.total()) return;
+  job->info.set_state(v1::JOB_STATE_COMPLETED);
+  const double now = UnixSeconds(absl::Now());
+  if (job->info.started_at() == 0) job->info.set_started_at(now);
+  job->info.set_finished_at(now);
+  LOG_INFO("job {} completed: {} requests, {} failed, {} generated tokens in {:.2f} s",
+           job->info.id(), job->info.total(), job->info.failed(), job->info.generated_tokens(),
+           job->info.finished_at() - job->info.started_at());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitor: liveness and dispatch
+
+void Coordinator::MonitorLoop() {
+  while (true) {
+    Callbacks after;
+    std::vector<std::shared_ptr<Shard>> to_join;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;
+      CheckWorkersLocked(&after);
+      DispatchLocked(&after);
+      to_join.swap(ended_shards_);
+    }
+    for (auto& fn : after) fn();
+    for (auto& s : to_join) {
+      if (s->thread.joinable()) s->thread.join();
+    }
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100));
+  }
+}
+
+void Coordinator::CheckWorkersLocked(Callbacks* after) {
+  const absl::Time now = absl::Now();
+  const absl::Duration timeout = absl::Seconds(options_.worker_timeout_s);
+  for (auto& [id, w] : workers_) {
+    if (w->dead) continue;
+    if (now - w->last_heartbeat > timeout) {
+      DeclareDeadLocked(w.get(),
+                        absl::StrFormat("no heartbeat for %.1f s (--worker-timeout %.1f s)",
+                                        absl::ToDoubleSeconds(now - w->last_heartbeat),
+                                        options_.worker_timeout_s),
+                        after);
+      continue;
+    }
+    bool busy = false;
+    for (auto& s : w->shards) busy |= !s->outstanding.empty();
+    if (busy && now - w->last_progress > timeout) {
+      DeclareDeadLocked(w.get(),
+                        absl::StrFormat("no progress for %.1f s while holding requests "
+                                        "(--worker-timeout %.1f s)",
+                                        absl::ToDoubleSeconds(now - w->last_progress),
+                                        options_.worker_timeout_s),
+                        after);
+      continue;
+    }
+    if (w->health_failures >= options_.health_check_failures) {
+      DeclareDeadLocked(w.get(),
+                        absl::StrFormat("failed %d health checks in a row", w->health_failures),
+                        after);
+      continue;
+    }
+    if (!w->health_in_flight &&
+        now - w->last_health_check >= absl::Seconds(options_.health_check_interval_s)) {
+      StartHealthCheckLocked(w.get());
+    }
+  }
+}
+
+void Coordinator::StartHealthCheckLocked(Worker* worker) {
+  struct Call {
+    grpc::ClientContext context;
+    grpc::health::v1::HealthCheckRequest request;
+    grpc::health::v1::HealthCheckResponse response;
+  };
+  auto call = std::make_shared<Call>();
+  call->context.set_deadline(absl::ToChronoTime(
+      absl::Now() + absl::Seconds(options_.health_check_timeout_s)));
+  worker->health_in_flight = true;
+  worker->last_health_check = absl::Now();
+  ++health_calls_;
+  const std::string id = worker->id;
+  worker->health->async()->Check(
+      &call->context, &call->request, &call->response, [this, call, id](grpc::Status status) {
+        absl::MutexLock lock(&mu_);
+        --health_calls_;
+        auto it = workers_.find(id);
+        if (it == workers_.end()) return;
+        Worker* w = it->second.get();
+        w->health_in_flight = false;
+        if (status.ok() &&
+            call->response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+          w->health_failures = 0;
+        } else {
+          ++w->health_failures;
+          LOG_WARN("health check of worker {} failed ({} in a row): {}", id, w->health_failures,
+                   status.ok() ? "not serving" : status.error_message());
+        }
+      });
+}
+
+void Coordinator::DispatchLocked(Callbacks* after) {
+  std::vector<Worker*> ready = ReadyWorkersLocked();
+  if (ready.empty()) return;
+  const std::string model = ServedModelLocked();
+  for (const std::string& job_id : job_order_) {
+    Job* job = jobs_[job_id].get();
+    if (IsTerminal(job->info.state()) || job->pending.empty()) continue;
+    // A new job waits for the full data-parallel group; re-dispatch after a failure uses
+    // whichever workers remain.
+    if (job->info.state() == v1::JOB_STATE_QUEUED) {
+      const int32_t needed = std::max<int32_t>(1, options_.dp_size);
+      if (static_cast<int32_t>(ready.size()) < needed) continue;
+      job->info.set_state(v1::JOB_STATE_RUNNING);
+      job->info.set_started_at(UnixSeconds(absl::Now()));
+      job->info.set_model(model);
+    }
+    std::vector<int64_t> items;
+    while (!job->pending.empty()) {
+      const int64_t index = job->pending.front();
+      job->pending.pop_front();
+      if (job->done[index]) continue;
+      const BatchRequest& r = job->requests[index];
+      if (!r.model.empty() && !model.empty() && r.model != model) {
+        RecordResultLocked(job, index,
+                           RenderError(r, job_id, 404,
+                                       absl::StrFormat("The model '%s' does not exist; this "
+                                                       "service serves '%s'.",
+                                                       r.model, model)),
+                           false, 0, 0, after);
+        continue;
+      }
+      items.push_back(index);
+    }
+    auto parts = PartitionStatic(items, static_cast<int32_t>(ready.size()));
+    for (size_t r = 0; r < ready.size(); ++r) {
+      Worker* w = ready[r];
+      const auto& part = parts[r];
+      for (size_t begin = 0; begin < part.size(); begin += options_.max_shard_items) {
+        const size_t end = std::min(part.size(), begin + options_.max_shard_items);
+        auto shard = std::make_shared<Shard>();
+        shard->id = absl::StrCat(job_id, "/s", next_id_++);
+        shard->job_id = job_id;
+        shard->worker_id = w->id;
+        shard->request.set_job_id(job_id);
+        shard->request.set_shard_id(shard->id);
+        for (size_t i = begin; i < end; ++i) {
+          *shard->request.add_items() = job->requests[part[i]].item;
+          shard->outstanding.insert(part[i]);
+        }
+        shard->context.set_deadline(absl::ToChronoTime(absl::Now() + kShardCallDeadline));
+        job->shards[shard->id] = shard;
+        w->shards.insert(shard);
+        // Progress is measured from the moment a worker has something to do.
+        if (w->shards.size() == 1) w->last_progress = absl::Now();
+        v1::WorkerService::Stub* stub = w->stub.get();
+        shard->thread = std::thread([this, shard, stub] { RunShard(shard, stub); });
+      }
+    }
+    NotifyLocked(job_id, after);
+  }
+}
+
+void Coordinator::RunShard(std::shared_ptr<Shard> shard, v1::WorkerService::Stub* stub) {
+  auto reader = stub->Execute(&shard->context, shard->request);
+  v1::Completion completion;
+  while (reader->Read(&completion)) OnCompletion(shard, completion);
+  OnShardEnded(shard, reader->Finish());
+}
+
+void Coordinator::OnCompletion(const std::shared_ptr<Shard>& shard,
+                               const v1::Completion& completion) {
+  Callbacks after;
+  {
+    absl::MutexLock lock(&mu_);
+    auto jit = jobs_.find(shard->job_id);
+    if (jit == jobs_.end()) return;
+    Job* job = jit->second.get();
+    const int64_t index = completion.index();
+    if (index < 0 || index >= static_cast<int64_t>(job->requests.size())) return;
+    auto wit = workers_.find(shard->worker_id);
+    if (wit != workers_.end()) wit->second->last_progress = absl::Now();
+    shard->outstanding.erase(index);
+    if (IsTerminal(job->info.state())) return;
+    const BatchRequest& r = job->requests[index];
+    if (completion.ok()) {
+      RecordResultLocked(job, index,
+                         RenderSuccess(r, completion, job->info.id(), job->info.model(),
+                                       static_cast<int64_t>(job->info.created_at())),
+                         true, completion.prompt_tokens(), completion.output_ids_size(), &after);
+    } else {
+      RecordResultLocked(job, index, RenderError(r, job->info.id(), 400, completion.error()),
+                         false, 0, 0, &after);
+    }
+  }
+  for (auto& fn : after) fn();
+}
+
+void Coordinator::OnShardEnded(const std::shared_ptr<Shard>& shard, const grpc::Status& status) {
+  Callbacks after;
+  {
+    absl::MutexLock lock(&mu_);
+    ended_shards_.push_back(shard);
+    if (shard->revoked) return;  // its requests were already re-queued
+    auto jit = jobs_.find(shard->job_id);
+    auto wit = workers_.find(shard->worker_id);
+    Worker* w = wit != workers_.end() ? wit->second.get() : nullptr;
+    if (w != nullptr) w->shards.erase(shard);
+    if (jit == jobs_.end()) return;
+    Job* job = jit->second.get();
+    if (!status.ok()) {
+      // A broken Execute stream means the worker crashed or the link to it failed; either way
+      // it cannot be trusted with more work until it registers again.
+      LOG_WARN("shard {} on worker {} failed: {} ({})", shard->id, shard->worker_id,
+               status.error_message(), static_cast<int>(status.error_code()));
+      if (w != nullptr) {
+        w->shards.insert(shard);
+        DeclareDeadLocked(w, "dispatch call failed: " + status.error_message(), &after);
+      } else {
+        RevokeShardLocked(job, shard);
+      }
+    } else if (!shard->outstanding.empty()) {
+      LOG_WARN("shard {} ended with {} requests unanswered; re-queueing them", shard->id,
+               shard->outstanding.size());
+      RevokeShardLocked(job, shard);
+    } else {
+      job->shards.erase(shard->id);
+    }
+  }
+  for (auto& fn : after) fn();
+}
+
+}  // namespace dpinfer::coordinator

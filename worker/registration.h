@@ -1,0 +1,39 @@
+// Keeps this worker registered with the coordinator: registers (retrying with backoff while the
+// coordinator is unreachable), then sends heartbeats with progress counters; when the coordinator
+// no longer knows the worker (it restarted, or declared this worker dead) it registers again.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "dpinfer/v1/worker.grpc.pb.h"
+
+namespace dpinfer::worker {
+
+class Registration {
+ public:
+  Registration(std::string coordinator_address, v1::RegisterRequest request,
+               std::function<v1::WorkerProgress()> progress);
+  ~Registration();
+  void Start();
+  void Stop();
+
+ private:
+  void Loop();
+
+  const std::string coordinator_address_;
+  const v1::RegisterRequest request_;
+  std::function<v1::WorkerProgress()> progress_;
+  std::unique_ptr<v1::CoordinatorService::Stub> stub_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace dpinfer::worker
