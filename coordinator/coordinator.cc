@@ -326,7 +326,7 @@ absl::StatusOr<v1::Job> Coordinator::Submit(const v1::SubmitJobRequest& request)
     for (auto& r : j->requests) {
       if (!r.status.ok()) {
         RecordResultLocked(j, r.index,
-                           RenderError(r, id, 400, r.status.message()), false, 0, 0, &after);
+                           RenderError(r, id, 400, std::string(r.status.message())), false, 0, 0, &after);
         continue;
       }
       if (!r.item.params().has_seed()) r.item.mutable_params()->set_seed(seed_base + r.index);
