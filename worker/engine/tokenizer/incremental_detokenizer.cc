@@ -73,32 +73,54 @@ std::string IncrementalDetokenizer::DecodeWindow(size_t end) const {
   return tokenizer_->Decode(window, skip_special_tokens_);
 }
 
-// The decoder's start-of-text rules (Strip removes one leading space of the whole output) hit the
-// context and the full window alike, and cancel in the difference, as long as the context renders
-// some token. A context of only skipped special tokens renders nothing, so the strip would eat the
-// new piece's leading space although text precedes the window; widening the context past them
-// avoids that. It costs only as many steps as there are such tokens in a row.
+bool IncrementalDetokenizer::Renders(int32_t id) const {
+  return !tokenizer_->IdToToken(id).empty() &&
+         !(skip_special_tokens_ && tokenizer_->IsSpecial(id));
+}
+
+// The context must render as it does inside the whole sequence, or the difference is wrong:
+// - The decoder's start-of-text rules (Strip removes one leading space of the whole output) hit
+//   the context and the full window alike and cancel in the difference, as long as the context
+//   renders some token. A context of only skipped special tokens renders nothing, so the strip
+//   would eat the new piece's leading space although text precedes the window.
+// - A run of byte tokens renders only as a whole, so the context must not start inside one.
+// Widening costs only as many steps as there are such tokens in a row.
 void IncrementalDetokenizer::WidenContext() {
-  const auto renders = [&](int32_t id) {
-    return !tokenizer_->IdToToken(id).empty() &&
-           !(skip_special_tokens_ && tokenizer_->IsSpecial(id));
-  };
-  bool context_renders = std::any_of(ids_.begin() + prefix_offset_, ids_.begin() + read_offset_,
-                                     renders);
+  bool context_renders = false;
+  for (size_t i = prefix_offset_; i < read_offset_ && !context_renders; ++i) {
+    context_renders = Renders(ids_[i]);
+  }
   while (!context_renders && prefix_offset_ > 0) {
     --prefix_offset_;
-    context_renders = renders(ids_[prefix_offset_]);
+    context_renders = Renders(ids_[prefix_offset_]);
   }
+  // Now ids_[prefix_offset_] renders (or the window starts the sequence). Skipped specials do not
+  // break a byte run, since HF drops them before the decoder sees the tokens.
+  while (prefix_offset_ > 0 && tokenizer_->IsByteToken(ids_[prefix_offset_])) {
+    size_t before = prefix_offset_ - 1;
+    while (before > 0 && !Renders(ids_[before])) --before;
+    if (!tokenizer_->IsByteToken(ids_[before])) break;
+    prefix_offset_ = before;
+  }
+}
+
+bool IncrementalDetokenizer::EndsInByteRun() const {
+  for (size_t i = ids_.size(); i > read_offset_; --i) {
+    if (Renders(ids_[i - 1])) return tokenizer_->IsByteToken(ids_[i - 1]);
+  }
+  return false;
 }
 
 std::string IncrementalDetokenizer::Release(bool flush) {
   WidenContext();
   const std::string prefix_text = DecodeWindow(read_offset_);
   const std::string new_text = DecodeWindow(ids_.size());
-  // Hold back while nothing new rendered, or while the newest bytes are an unfinished character:
-  // ByteFallback renders those as U+FFFD until the rest arrives.
+  // Hold back while nothing new rendered, while the newest bytes are an unfinished character
+  // (ByteFallback renders those as U+FFFD until the rest arrives), and while the window ends in an
+  // open run of byte tokens: a later byte that makes the run invalid turns all of it into U+FFFD
+  // in Decode(all ids), already-complete characters included, and released text cannot change.
   if (!flush && (new_text.size() <= prefix_text.size() || new_text.ends_with(kReplacementChar) ||
-                 EndsWithIncompleteUtf8(new_text))) {
+                 EndsWithIncompleteUtf8(new_text) || EndsInByteRun())) {
     return "";
   }
   std::string piece;

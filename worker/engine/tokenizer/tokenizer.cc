@@ -220,6 +220,8 @@ class Decoder {
  public:
   virtual ~Decoder() = default;
   virtual void DecodeChain(std::vector<std::string>* tokens) const = 0;
+  // True when "<0xXX>" tokens are turned into the bytes they name.
+  virtual bool HasByteFallback() const { return false; }
 };
 
 class ReplaceDecoder : public Decoder {
@@ -265,8 +267,8 @@ class ByteFallbackDecoder : public Decoder {
     flush();
     *tokens = std::move(out);
   }
+  bool HasByteFallback() const override { return true; }
 
- private:
   // The byte named by "<0xXX>" (hex digits of either case, as Rust's from_str_radix), else -1.
   static int ParseByteToken(std::string_view token) {
     if (token.size() != 6 || token.substr(0, 3) != "<0x" || token[5] != '>') return -1;
@@ -327,6 +329,10 @@ class SequenceDecoder : public Decoder {
       : steps_(std::move(steps)) {}
   void DecodeChain(std::vector<std::string>* tokens) const override {
     for (const auto& step : steps_) step->DecodeChain(tokens);
+  }
+  bool HasByteFallback() const override {
+    return std::any_of(steps_.begin(), steps_.end(),
+                       [](const auto& step) { return step->HasByteFallback(); });
   }
 
  private:
@@ -787,6 +793,9 @@ class HfTokenizer : public Tokenizer {
   std::string IdToToken(int32_t id) const override {
     return id >= 0 && id < vocab_size() ? id_to_token_[id] : std::string();
   }
+  bool IsByteToken(int32_t id) const override {
+    return id >= 0 && id < vocab_size() && byte_token_[id];
+  }
 
  private:
   HfTokenizer() = default;
@@ -800,16 +809,20 @@ class HfTokenizer : public Tokenizer {
     known_.assign(size, false);
     special_.assign(size, false);
     token_to_id_ = model_->vocab();
+    byte_token_.assign(size, false);
+    const bool byte_fallback = decoder_ != nullptr && decoder_->HasByteFallback();
     for (const auto& [token, id] : model_->vocab()) {
       if (id < 0) continue;
       id_to_token_[id] = token;
       known_[id] = true;
+      byte_token_[id] = byte_fallback && ByteFallbackDecoder::ParseByteToken(token) >= 0;
     }
     for (const AddedToken& token : added_) {
       id_to_token_[token.id] = token.content;
       known_[token.id] = true;
       special_[token.id] = token.special;
       token_to_id_[token.content] = token.id;
+      byte_token_[token.id] = false;
       if (token.normalized) {
         // HF matches normalized added tokens by their normalized content.
         std::string pattern = token.content;
@@ -834,6 +847,7 @@ class HfTokenizer : public Tokenizer {
   std::vector<std::string> id_to_token_;
   std::vector<bool> known_;
   std::vector<bool> special_;
+  std::vector<bool> byte_token_;
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
 };
 

@@ -33,6 +33,10 @@ class Tokenizer {
   virtual bool IsSpecial(int32_t id) const = 0;     // added tokens marked special
   virtual int32_t TokenToId(std::string_view token) const = 0;  // -1 when unknown
   virtual std::string IdToToken(int32_t id) const = 0;          // "" when out of range
+  // True for a byte-fallback token ("<0xXX>") that the decoder fuses with its neighbours. HF
+  // renders a run of them only as a whole (valid UTF-8, or one U+FFFD per byte), so a later byte
+  // can change how earlier ones render; the incremental detokenizer holds an open run back.
+  virtual bool IsByteToken(int32_t id) const { return false; }
 };
 
 // Incremental detokenization of one sequence (prompt + generated ids), vLLM-style: the text of
@@ -42,7 +46,9 @@ class IncrementalDetokenizer {
  public:
   IncrementalDetokenizer(const Tokenizer* tokenizer, std::vector<int32_t> prompt_ids,
                          bool skip_special_tokens = true);
-  // Appends one generated id and returns the newly final text (possibly empty).
+  // Appends one generated id and returns the newly final text (possibly empty). Text is held
+  // back while it ends in an incomplete character or an open run of byte-fallback tokens, so the
+  // pieces joined always equal Decode(prompt + generated) minus Decode(prompt).
   std::string Append(int32_t id);
   // Text released so far for the generated ids.
   const std::string& text() const { return text_; }
@@ -52,8 +58,12 @@ class IncrementalDetokenizer {
  private:
   // Decodes the window [prefix_offset_, end) of ids_.
   std::string DecodeWindow(size_t end) const;
-  // Moves prefix_offset_ back until the context holds a token that renders (see the .cc).
+  // Moves prefix_offset_ back until the context renders like it does in the whole sequence.
   void WidenContext();
+  // True when `id` contributes to the decoded text (not out of range, not a skipped special).
+  bool Renders(int32_t id) const;
+  // True when the last rendering id not yet released is a byte token (its run may go on).
+  bool EndsInByteRun() const;
   // Releases the text of ids_[read_offset_, end) unless it must be held back (and `flush` is off).
   std::string Release(bool flush);
 

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <fstream>
+#include <cstdio>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -255,6 +257,47 @@ TEST_F(TokenizerTest, IncrementalDetokenizerNeverSplitsACharacter) {
     for (const std::string& piece : pieces) {
       EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos) << "piece has U+FFFD";
     }
+  }
+}
+
+TEST_F(TokenizerTest, IncrementalDetokenizerMatchesDecodeWhenByteRunsTurnInvalid) {
+  // "d" as a byte token is a complete character, but the run "d" C3 28 is invalid and HF renders
+  // all three bytes as U+FFFD, so the "d" must not have been released.
+  const auto byte = [&](int b) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "<0x%02X>", b);
+    return tokenizer_->TokenToId(name);
+  };
+  const std::vector<int32_t> prompt = {1, tokenizer_->TokenToId("▁Once")};
+  const int32_t there = tokenizer_->TokenToId("▁there");
+  for (const std::vector<int32_t>& generated :
+       {std::vector<int32_t>{byte(0x64), byte(0xC3), byte(0x28), there},
+        std::vector<int32_t>{byte(0xC3), 2, byte(0xA9), there},  // a skipped </s> joins the run
+        std::vector<int32_t>{byte(0x64), byte(0x65), there, byte(0xF0)}}) {
+    EXPECT_EQ(Detokenize(*tokenizer_, prompt, generated, nullptr),
+              ExpectedCompletion(*tokenizer_, prompt, generated));
+  }
+}
+
+TEST_F(TokenizerTest, IncrementalDetokenizerMatchesDecodeOnRandomIds) {
+  // Random prompts and generations, half of them heavy in byte tokens, checked against Decode.
+  std::mt19937 rng(7);
+  for (int iter = 0; iter < 2000; ++iter) {
+    const bool bytes_heavy = iter % 2 == 1;
+    const auto pick = [&] {
+      return static_cast<int32_t>(bytes_heavy && rng() % 2 == 0 ? 3 + rng() % 256 : rng() % 512);
+    };
+    std::vector<int32_t> prompt(rng() % 8), generated(rng() % 20);
+    for (int32_t& id : prompt) id = pick();
+    for (int32_t& id : generated) id = pick();
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), generated.begin(), generated.end());
+    const std::string full = tokenizer_->Decode(all, true);
+    const std::string prefix = tokenizer_->Decode(prompt, true);
+    // A byte run spanning prompt and generation can render the prompt differently alone.
+    if (!full.starts_with(prefix)) continue;
+    EXPECT_EQ(Detokenize(*tokenizer_, prompt, generated, nullptr), full.substr(prefix.size()))
+        << "iteration " << iter;
   }
 }
 
