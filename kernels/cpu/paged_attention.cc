@@ -25,8 +25,11 @@ void PagedAttention(const PagedAttentionArgs& a) {
   CHECK(a.num_kv_heads > 0 && a.num_heads % a.num_kv_heads == 0 && a.block_size > 0);
   const int64_t group = a.num_heads / a.num_kv_heads;
   const int64_t kv_row = a.num_kv_heads * a.head_dim;
+  // Threads only pay off when there is real work (see linear.cc): count the multiply-adds.
+  int64_t work = 0;
+  for (int64_t t = 0; t < a.num_tokens; ++t) work += (a.positions[t] + 1) * a.num_heads * a.head_dim;
   // Dynamic schedule: a late prefill token attends to many more keys than an early one.
-#pragma omp parallel
+#pragma omp parallel if (work >= (int64_t{1} << 17))
   {
     std::vector<float> scores;
 #pragma omp for collapse(2) schedule(dynamic, 4)
