@@ -15,14 +15,38 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int num_threads) : num_threads_(num_threads) {}
   const char* name() const override { return "cpu"; }
 
-  void Linear(const LinearArgs& a) override { Prepare(); cpu::Linear(a); }
-  void RmsNorm(const RmsNormArgs& a) override { Prepare(); cpu::RmsNorm(a); }
-  void Rope(const RopeArgs& a) override { Prepare(); cpu::Rope(a); }
-  void SiluMul(const SiluMulArgs& a) override { Prepare(); cpu::SiluMul(a); }
-  void Embedding(const EmbeddingArgs& a) override { Prepare(); cpu::Embedding(a); }
-  void Add(const AddArgs& a) override { Prepare(); cpu::Add(a); }
-  void Softmax(const SoftmaxArgs& a) override { Prepare(); cpu::Softmax(a); }
-  void CacheWrite(const CacheWriteArgs& a) override { Prepare(); cpu::CacheWrite(a); }
+  void Linear(const LinearArgs& a) override {
+    Prepare();
+    cpu::Linear(a);
+  }
+  void RmsNorm(const RmsNormArgs& a) override {
+    Prepare();
+    cpu::RmsNorm(a);
+  }
+  void Rope(const RopeArgs& a) override {
+    Prepare();
+    cpu::Rope(a);
+  }
+  void SiluMul(const SiluMulArgs& a) override {
+    Prepare();
+    cpu::SiluMul(a);
+  }
+  void Embedding(const EmbeddingArgs& a) override {
+    Prepare();
+    cpu::Embedding(a);
+  }
+  void Add(const AddArgs& a) override {
+    Prepare();
+    cpu::Add(a);
+  }
+  void Softmax(const SoftmaxArgs& a) override {
+    Prepare();
+    cpu::Softmax(a);
+  }
+  void CacheWrite(const CacheWriteArgs& a) override {
+    Prepare();
+    cpu::CacheWrite(a);
+  }
   void PagedAttention(const PagedAttentionArgs& a) override {
     Prepare();
     cpu::PagedAttention(a);

@@ -27,8 +27,9 @@ void PagedAttention(const PagedAttentionArgs& a) {
   const int64_t kv_row = a.num_kv_heads * a.head_dim;
   // Threads only pay off when there is real work (see linear.cc): count the multiply-adds.
   int64_t work = 0;
-  for (int64_t t = 0; t < a.num_tokens; ++t) work += (a.positions[t] + 1) * a.num_heads * a.head_dim;
-  // Dynamic schedule: a late prefill token attends to many more keys than an early one.
+  for (int64_t t = 0; t < a.num_tokens; ++t)
+    work += (a.positions[t] + 1) * a.num_heads * a.head_dim;
+    // Dynamic schedule: a late prefill token attends to many more keys than an early one.
 #pragma omp parallel if (work >= (int64_t{1} << 17))
   {
     std::vector<float> scores;
@@ -43,8 +44,8 @@ void PagedAttention(const PagedAttentionArgs& a) {
         scores.resize(len);
         float max_s = -INFINITY;
         for (int64_t j = 0; j < len; ++j) {
-          const int64_t slot = static_cast<int64_t>(table[j / a.block_size]) * a.block_size +
-                               j % a.block_size;
+          const int64_t slot =
+              static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
           const float* k = a.k_cache + slot * kv_row + kvh * a.head_dim;
           scores[j] = Dot(q, k, a.head_dim) * a.scale;
           max_s = scores[j] > max_s ? scores[j] : max_s;
@@ -58,8 +59,8 @@ void PagedAttention(const PagedAttentionArgs& a) {
         float* out = a.out + (t * a.num_heads + h) * a.head_dim;
         for (int64_t d = 0; d < a.head_dim; ++d) out[d] = 0.0f;
         for (int64_t j = 0; j < len; ++j) {
-          const int64_t slot = static_cast<int64_t>(table[j / a.block_size]) * a.block_size +
-                               j % a.block_size;
+          const int64_t slot =
+              static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
           const float* v = a.v_cache + slot * kv_row + kvh * a.head_dim;
           const float p = scores[j] * inv;
           for (int64_t d = 0; d < a.head_dim; ++d) out[d] += p * v[d];

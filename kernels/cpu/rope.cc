@@ -31,7 +31,8 @@ void Rope(const RopeArgs& a) {
   const int64_t half = a.head_dim / 2;
   std::vector<float> inv_freq(half);
   for (int64_t i = 0; i < half; ++i) {
-    inv_freq[i] = 1.0f / std::pow(a.theta, static_cast<float>(2 * i) / static_cast<float>(a.head_dim));
+    inv_freq[i] =
+        1.0f / std::pow(a.theta, static_cast<float>(2 * i) / static_cast<float>(a.head_dim));
   }
 #pragma omp parallel for schedule(static) if (a.num_tokens > 16)
   for (int64_t t = 0; t < a.num_tokens; ++t) {
@@ -47,8 +48,8 @@ void Rope(const RopeArgs& a) {
                   sin_v.data());
     }
     if (a.k != nullptr) {
-      RotateHeads(a.k + t * a.num_kv_heads * a.head_dim, a.num_kv_heads, a.head_dim,
-                  cos_v.data(), sin_v.data());
+      RotateHeads(a.k + t * a.num_kv_heads * a.head_dim, a.num_kv_heads, a.head_dim, cos_v.data(),
+                  sin_v.data());
     }
   }
 }

@@ -1,4 +1,6 @@
 // The CPU reference ops against naive formulas on small random inputs: the oracle's own oracle.
+#include "kernels/cpu/cpu_ops.h"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -6,7 +8,6 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
-#include "kernels/cpu/cpu_ops.h"
 
 namespace dpinfer::kernels {
 namespace {
@@ -44,7 +45,8 @@ TEST(CpuOpsTest, LinearIsBatchInvariant) {
     for (int64_t i = 0; i < m; ++i) {
       std::vector<float> alone(n);
       cpu::Linear({batch.data() + i * k, w.data(), nullptr, alone.data(), 1, n, k});
-      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(alone[j], y[i * n + j]) << m << " " << i << " " << j;
+      for (int64_t j = 0; j < n; ++j)
+        ASSERT_EQ(alone[j], y[i * n + j]) << m << " " << i << " " << j;
     }
   }
 }
@@ -79,7 +81,8 @@ TEST(CpuOpsTest, RopeMatchesRotateHalfFormula) {
   a.theta = theta;
   cpu::Rope(a);
   const int64_t half = hd / 2;
-  auto check = [&](const std::vector<float>& before, const std::vector<float>& after, int64_t heads) {
+  auto check = [&](const std::vector<float>& before, const std::vector<float>& after,
+                   int64_t heads) {
     for (int64_t ti = 0; ti < t; ++ti) {
       for (int64_t h = 0; h < heads; ++h) {
         const float* x = before.data() + (ti * heads + h) * hd;
@@ -134,8 +137,8 @@ TEST(CpuOpsTest, SiluMulSoftmaxEmbeddingAdd) {
 
 // Dense causal GQA attention of one sequence, straight from the definition.
 std::vector<float> NaiveAttention(const std::vector<float>& q, const std::vector<float>& k,
-                                  const std::vector<float>& v, int64_t len, int64_t nh,
-                                  int64_t nkv, int64_t hd) {
+                                  const std::vector<float>& v, int64_t len, int64_t nh, int64_t nkv,
+                                  int64_t hd) {
   std::vector<float> out(len * nh * hd, 0.0f);
   const double scale = 1.0 / std::sqrt(double(hd));
   for (int64_t t = 0; t < len; ++t) {
@@ -145,13 +148,15 @@ std::vector<float> NaiveAttention(const std::vector<float>& q, const std::vector
       double mx = -1e300, z = 0;
       for (int64_t j = 0; j <= t; ++j) {
         double s = 0;
-        for (int64_t d = 0; d < hd; ++d) s += double{q[(t * nh + h) * hd + d]} * k[(j * nkv + kvh) * hd + d];
+        for (int64_t d = 0; d < hd; ++d)
+          s += double{q[(t * nh + h) * hd + d]} * k[(j * nkv + kvh) * hd + d];
         p[j] = s * scale;
         mx = std::max(mx, p[j]);
       }
       for (double& x : p) z += (x = std::exp(x - mx));
       for (int64_t j = 0; j <= t; ++j) {
-        for (int64_t d = 0; d < hd; ++d) out[(t * nh + h) * hd + d] += p[j] / z * v[(j * nkv + kvh) * hd + d];
+        for (int64_t d = 0; d < hd; ++d)
+          out[(t * nh + h) * hd + d] += p[j] / z * v[(j * nkv + kvh) * hd + d];
       }
     }
   }
@@ -161,7 +166,8 @@ std::vector<float> NaiveAttention(const std::vector<float>& q, const std::vector
 TEST(CpuOpsTest, PagedAttentionMatchesDenseCausal) {
   const int64_t hd = 8;
   for (int64_t block_size : {1, 3, 4, 16}) {
-    for (auto [nh, nkv] : std::vector<std::pair<int64_t, int64_t>>{{4, 4}, {4, 2}, {8, 1}, {6, 3}}) {
+    for (auto [nh, nkv] :
+         std::vector<std::pair<int64_t, int64_t>>{{4, 4}, {4, 2}, {8, 1}, {6, 3}}) {
       // Two sequences of different lengths, their blocks interleaved and shuffled in the pool.
       const std::vector<int64_t> lens = {13, 6};
       const int64_t max_blocks = (13 + block_size - 1) / block_size;
@@ -217,7 +223,8 @@ TEST(CpuOpsTest, PagedAttentionMatchesDenseCausal) {
       a.scale = 1.0f / std::sqrt(float(hd));
       cpu::PagedAttention(a);
       for (size_t i = 0; i < out.size(); ++i) {
-        ASSERT_NEAR(out[i], want_all[i], 1e-5) << "block " << block_size << " nh " << nh << " nkv " << nkv << " i " << i;
+        ASSERT_NEAR(out[i], want_all[i], 1e-5)
+            << "block " << block_size << " nh " << nh << " nkv " << nkv << " i " << i;
       }
     }
   }

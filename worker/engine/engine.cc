@@ -116,12 +116,12 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
     if (!p.has_filename()) p = p.parent_path();
     served_model_name_ = p.filename().string();
   }
-  max_model_len_ = o.max_model_len > 0 ? o.max_model_len
-                                       : static_cast<int32_t>(config_.max_position_embeddings);
+  max_model_len_ =
+      o.max_model_len > 0 ? o.max_model_len : static_cast<int32_t>(config_.max_position_embeddings);
   if (max_model_len_ > config_.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_model_len %d exceeds the model's max_position_embeddings %d", max_model_len_,
-        config_.max_position_embeddings));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_model_len %d exceeds the model's max_position_embeddings %d",
+                        max_model_len_, config_.max_position_embeddings));
   }
   backend_ = kernels::NewCpuBackend(o.num_threads);
   ASSIGN_OR_RETURN(model_, LlamaModel::Load(o.model_dir, config_, backend_.get()));
@@ -137,15 +137,14 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
   // Preemption can always fall back to running one sequence alone, but only if one full-length
   // sequence fits.
   if (kv_tokens < max_model_len_) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "kv_cache_tokens %d cannot hold one sequence of max_model_len %d tokens", kv_tokens,
-        max_model_len_));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("kv_cache_tokens %d cannot hold one sequence of max_model_len %d tokens",
+                        kv_tokens, max_model_len_));
   }
   const int64_t num_blocks = (kv_tokens + o.kv_block_size - 1) / o.kv_block_size;
   cache_ = std::make_unique<KvCache>(config_.num_layers, num_blocks, o.kv_block_size,
                                      config_.num_kv_heads, config_.head_dim);
-  scheduler_ =
-      std::make_unique<Scheduler>(o.max_num_seqs, o.max_num_batched_tokens, cache_.get());
+  scheduler_ = std::make_unique<Scheduler>(o.max_num_seqs, o.max_num_batched_tokens, cache_.get());
   return absl::OkStatus();
 }
 
@@ -168,9 +167,8 @@ absl::Status EngineImpl::Add(Request request) {
   for (size_t i = 0; i < seq->prompt_ids.size(); ++i) {
     const int32_t id = seq->prompt_ids[i];
     if (id < 0 || id >= config_.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("prompt token id %d at index %d is out of range [0, %d)", id, i,
-                          config_.vocab_size));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "prompt token id %d at index %d is out of range [0, %d)", id, i, config_.vocab_size));
     }
   }
   const int64_t prompt_len = static_cast<int64_t>(seq->prompt_ids.size());
@@ -207,9 +205,9 @@ bool EngineImpl::AppendToken(Sequence* seq, int32_t token, FinishReason* reason)
   seq->output_ids.push_back(token);
   ++stats_.generated_tokens;
   const SamplingParams& p = seq->params;
-  const bool is_eos = !p.ignore_eos && std::find(config_.eos_token_ids.begin(),
-                                                 config_.eos_token_ids.end(),
-                                                 token) != config_.eos_token_ids.end();
+  const bool is_eos =
+      !p.ignore_eos && std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(),
+                                 token) != config_.eos_token_ids.end();
   const bool is_stop_id =
       std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
   if (is_eos || is_stop_id) {
@@ -223,8 +221,8 @@ bool EngineImpl::AppendToken(Sequence* seq, int32_t token, FinishReason* reason)
     return true;
   }
   if (static_cast<int64_t>(seq->output_ids.size()) >= p.max_tokens) {
-    *reason = AppendText(seq, seq->detokenizer->Finish()) ? FinishReason::kStop
-                                                          : FinishReason::kLength;
+    *reason =
+        AppendText(seq, seq->detokenizer->Finish()) ? FinishReason::kStop : FinishReason::kLength;
     return true;
   }
   return false;

@@ -5,8 +5,8 @@
 
 namespace dpinfer::engine {
 
-KvCache::KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size,
-                 int64_t num_kv_heads, int64_t head_dim)
+KvCache::KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t num_kv_heads,
+                 int64_t head_dim)
     : num_blocks_(num_blocks), block_size_(block_size), in_use_(num_blocks, false) {
   CHECK(num_blocks > 0 && block_size > 0);
   free_.reserve(num_blocks);

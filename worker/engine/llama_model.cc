@@ -18,8 +18,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   const int64_t inter = config.intermediate_size;
   const int64_t q_dim = config.num_heads * config.head_dim;
   const int64_t kv_dim = config.num_kv_heads * config.head_dim;
-  RETURN_IF_ERROR(ckpt->ReadF32("model.embed_tokens.weight", {config.vocab_size, hidden},
-                                &m->embed_));
+  RETURN_IF_ERROR(
+      ckpt->ReadF32("model.embed_tokens.weight", {config.vocab_size, hidden}, &m->embed_));
   m->layers_.resize(config.num_layers);
   for (int64_t i = 0; i < config.num_layers; ++i) {
     Layer& l = m->layers_[i];
@@ -36,8 +36,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       // Llama's o_proj shares the attention_bias flag.
       RETURN_IF_ERROR(ckpt->ReadF32(p + "self_attn.o_proj.bias", {hidden}, &l.bo));
     }
-    RETURN_IF_ERROR(
-        ckpt->ReadF32(p + "post_attention_layernorm.weight", {hidden}, &l.post_norm));
+    RETURN_IF_ERROR(ckpt->ReadF32(p + "post_attention_layernorm.weight", {hidden}, &l.post_norm));
     RETURN_IF_ERROR(ckpt->ReadF32(p + "mlp.gate_proj.weight", {inter, hidden}, &l.w_gate));
     RETURN_IF_ERROR(ckpt->ReadF32(p + "mlp.up_proj.weight", {inter, hidden}, &l.w_up));
     RETURN_IF_ERROR(ckpt->ReadF32(p + "mlp.down_proj.weight", {hidden, inter}, &l.w_down));
@@ -55,9 +54,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   return m;
 }
 
-void LlamaModel::LinearOp(const float* x, const std::vector<float>& w,
-                          const std::vector<float>& b, float* y, int64_t m, int64_t n,
-                          int64_t k) {
+void LlamaModel::LinearOp(const float* x, const std::vector<float>& w, const std::vector<float>& b,
+                          float* y, int64_t m, int64_t n, int64_t k) {
   kernels::LinearArgs a;
   a.x = x;
   a.w = w.data();

@@ -24,7 +24,7 @@ struct ForwardBatch {
   std::vector<int32_t> slot_mapping;  // [num_tokens] cache slot where each token's K/V go
   std::vector<int32_t> block_tables;  // [num_seqs, max_blocks_per_seq], unused entries 0
   int64_t max_blocks_per_seq = 0;
-  std::vector<int32_t> logit_rows;    // [num_logits] tokens whose next-token logits are wanted
+  std::vector<int32_t> logit_rows;  // [num_logits] tokens whose next-token logits are wanted
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
 };
 
@@ -44,23 +44,23 @@ class LlamaModel {
 
  private:
   struct Layer {
-    std::vector<float> input_norm;  // [hidden]
-    std::vector<float> wq;          // [num_heads * head_dim, hidden]
-    std::vector<float> wk;          // [num_kv_heads * head_dim, hidden]
-    std::vector<float> wv;          // [num_kv_heads * head_dim, hidden]
-    std::vector<float> wo;          // [hidden, num_heads * head_dim]
-    std::vector<float> bq, bk, bv, bo;  // biases, empty unless attention_bias
-    std::vector<float> post_norm;   // [hidden]
-    std::vector<float> w_gate;      // [intermediate, hidden]
-    std::vector<float> w_up;        // [intermediate, hidden]
-    std::vector<float> w_down;      // [hidden, intermediate]
+    std::vector<float> input_norm;            // [hidden]
+    std::vector<float> wq;                    // [num_heads * head_dim, hidden]
+    std::vector<float> wk;                    // [num_kv_heads * head_dim, hidden]
+    std::vector<float> wv;                    // [num_kv_heads * head_dim, hidden]
+    std::vector<float> wo;                    // [hidden, num_heads * head_dim]
+    std::vector<float> bq, bk, bv, bo;        // biases, empty unless attention_bias
+    std::vector<float> post_norm;             // [hidden]
+    std::vector<float> w_gate;                // [intermediate, hidden]
+    std::vector<float> w_up;                  // [intermediate, hidden]
+    std::vector<float> w_down;                // [hidden, intermediate]
     std::vector<float> b_gate, b_up, b_down;  // empty unless mlp_bias
   };
 
   LlamaModel(const ModelConfig& config, kernels::Backend* backend)
       : config_(config), backend_(backend) {}
-  void LinearOp(const float* x, const std::vector<float>& w, const std::vector<float>& b,
-                float* y, int64_t m, int64_t n, int64_t k);
+  void LinearOp(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* y,
+                int64_t m, int64_t n, int64_t k);
 
   ModelConfig config_;
   kernels::Backend* backend_;  // not owned

@@ -30,8 +30,8 @@ int32_t Argmax(const float* logits, int64_t vocab) {
   return static_cast<int32_t>(best);
 }
 
-int32_t SampleToken(const float* logits, int64_t vocab, const SamplingParams& params,
-                    uint64_t seed, uint64_t step) {
+int32_t SampleToken(const float* logits, int64_t vocab, const SamplingParams& params, uint64_t seed,
+                    uint64_t step) {
   if (params.temperature == 0.0f || params.top_k == 1) return Argmax(logits, vocab);
   // Candidates sorted by logit, descending; ties by index so the order is deterministic.
   std::vector<int32_t> idx(vocab);

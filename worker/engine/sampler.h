@@ -20,7 +20,7 @@ int32_t Argmax(const float* logits, int64_t vocab);
 
 // Samples the next token from `logits` ([vocab]) for a request with `params`; `step` is the number
 // of tokens the request has generated so far, `seed` its (given or drawn) seed.
-int32_t SampleToken(const float* logits, int64_t vocab, const SamplingParams& params,
-                    uint64_t seed, uint64_t step);
+int32_t SampleToken(const float* logits, int64_t vocab, const SamplingParams& params, uint64_t seed,
+                    uint64_t step);
 
 }  // namespace dpinfer::engine

@@ -30,9 +30,7 @@ struct Sequence {
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
   std::string text;  // generated text released so far
 
-  int64_t num_tokens() const {
-    return static_cast<int64_t>(prompt_ids.size() + output_ids.size());
-  }
+  int64_t num_tokens() const { return static_cast<int64_t>(prompt_ids.size() + output_ids.size()); }
   int32_t token(int64_t i) const {
     const int64_t p = static_cast<int64_t>(prompt_ids.size());
     return i < p ? prompt_ids[i] : output_ids[i - p];
@@ -53,7 +51,8 @@ struct SchedulerOutput {
 class Scheduler {
  public:
   Scheduler(int32_t max_num_seqs, int32_t max_num_batched_tokens, KvCache* cache)
-      : max_num_seqs_(max_num_seqs), max_num_batched_tokens_(max_num_batched_tokens),
+      : max_num_seqs_(max_num_seqs),
+        max_num_batched_tokens_(max_num_batched_tokens),
         cache_(cache) {}
 
   void AddWaiting(std::unique_ptr<Sequence> seq) { waiting_.push_back(std::move(seq)); }
@@ -74,7 +73,7 @@ class Scheduler {
 
   int32_t max_num_seqs_;
   int32_t max_num_batched_tokens_;
-  KvCache* cache_;  // not owned
+  KvCache* cache_;                                  // not owned
   std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
   std::deque<std::unique_ptr<Sequence>> waiting_;
   int64_t preemptions_ = 0;

@@ -214,7 +214,8 @@ TEST(EngineTest, StopStringsTruncateTheText) {
   SKIP_WITHOUT_SHARED();
   auto engine = MakeEngine();
   ASSERT_NE(engine, nullptr);
-  const Reference ref = LoadReference()[1];  // "Once upon a time" -> ", there was a little girl named Lily. ..."
+  const Reference ref =
+      LoadReference()[1];  // "Once upon a time" -> ", there was a little girl named Lily. ..."
   Request r = GreedyIds(1, ref);
   r.prompt = ref.prompt;
   r.params.stop = {"Lily", "girl nam"};  // the second spans tokens and comes first

@@ -63,10 +63,12 @@ class LlamaModelTest : public ::testing::Test {
   }
   static void SetTables(ForwardBatch* b, const std::vector<std::vector<int32_t>*>& tables) {
     b->max_blocks_per_seq = 1;
-    for (auto* t : tables) b->max_blocks_per_seq = std::max<int64_t>(b->max_blocks_per_seq, t->size());
+    for (auto* t : tables)
+      b->max_blocks_per_seq = std::max<int64_t>(b->max_blocks_per_seq, t->size());
     b->block_tables.assign(tables.size() * b->max_blocks_per_seq, 0);
     for (size_t r = 0; r < tables.size(); ++r) {
-      std::copy(tables[r]->begin(), tables[r]->end(), b->block_tables.begin() + r * b->max_blocks_per_seq);
+      std::copy(tables[r]->begin(), tables[r]->end(),
+                b->block_tables.begin() + r * b->max_blocks_per_seq);
     }
   }
 
@@ -79,7 +81,7 @@ class LlamaModelTest : public ::testing::Test {
 
 TEST_F(LlamaModelTest, LogitsMatchHfTransformers) {
   const std::vector<int32_t> input = ReadRaw<int32_t>(*ref_, "input_ids");  // [3, 24]
-  const std::vector<float> want = ReadRaw<float>(*ref_, "logits");  // [3, 24, 512]
+  const std::vector<float> want = ReadRaw<float>(*ref_, "logits");          // [3, 24, 512]
   ASSERT_EQ(want.size(), 3u * 24 * 512);
   const int64_t len = 24, vocab = config_.vocab_size;
   // Each sequence alone, then all three in one batch: the batch must be bit-identical.
@@ -98,13 +100,15 @@ TEST_F(LlamaModelTest, LogitsMatchHfTransformers) {
       max_err = std::max(max_err, double(std::fabs(logits[i] - want[s * len * vocab + i])));
       max_ref = std::max(max_ref, double(std::fabs(want[s * len * vocab + i])));
     }
-    EXPECT_LT(max_err, 1e-4 * std::max(1.0, max_ref)) << "sequence " << s << " max |ref| " << max_ref;
+    EXPECT_LT(max_err, 1e-4 * std::max(1.0, max_ref))
+        << "sequence " << s << " max |ref| " << max_ref;
     alone_all.insert(alone_all.end(), logits.begin(), logits.end());
   }
   std::vector<std::vector<int32_t>> tables(3);
   ForwardBatch b;
   for (int32_t s = 0; s < 3; ++s) {
-    AddToBatch(&b, &tables[s], {input.begin() + s * len, input.begin() + (s + 1) * len}, 0, s, true);
+    AddToBatch(&b, &tables[s], {input.begin() + s * len, input.begin() + (s + 1) * len}, 0, s,
+               true);
   }
   SetTables(&b, {&tables[0], &tables[1], &tables[2]});
   std::vector<float> logits;
