@@ -470,8 +470,6 @@ class AddedTokenMatcher {
     if (plain_start < text.size()) out->push_back({text.substr(plain_start)});
   }
 
-  bool empty() const { return by_first_byte_.empty(); }
-
  private:
   struct Pattern {
     std::string text;
