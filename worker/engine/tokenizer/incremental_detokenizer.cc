@@ -74,8 +74,7 @@ std::string IncrementalDetokenizer::DecodeWindow(size_t end) const {
 }
 
 bool IncrementalDetokenizer::Renders(int32_t id) const {
-  return !tokenizer_->IdToToken(id).empty() &&
-         !(skip_special_tokens_ && tokenizer_->IsSpecial(id));
+  return !tokenizer_->IdToToken(id).empty() && !(skip_special_tokens_ && tokenizer_->IsSpecial(id));
 }
 
 // The context must render as it does inside the whole sequence, or the difference is wrong:

@@ -98,8 +98,7 @@ struct LoadContext {
   std::string file;
 
   absl::Status Unsupported(absl::string_view component, absl::string_view what) const {
-    return absl::UnimplementedError(
-        absl::StrCat(file, ": unsupported ", component, " ", what));
+    return absl::UnimplementedError(absl::StrCat(file, ": unsupported ", component, " ", what));
   }
   absl::Status Invalid(absl::string_view what) const {
     return absl::InvalidArgumentError(absl::StrCat(file, ": ", what));
@@ -352,8 +351,8 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const Json& j, const LoadCo
   if (type == "Strip") {
     std::string content = j.at("content").get<std::string>();
     if (content.empty() || Utf8SequenceLength(content, 0) != content.size()) {
-      return ctx.Invalid(absl::StrCat("decoder \"Strip\" content must be one character, got \"",
-                                      content, "\""));
+      return ctx.Invalid(
+          absl::StrCat("decoder \"Strip\" content must be one character, got \"", content, "\""));
     }
     return std::make_unique<StripDecoder>(std::move(content), j.at("start").get<size_t>(),
                                           j.at("stop").get<size_t>());
@@ -781,9 +780,7 @@ class HfTokenizer : public Tokenizer {
   }
 
   int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
-  bool IsSpecial(int32_t id) const override {
-    return id >= 0 && id < vocab_size() && special_[id];
-  }
+  bool IsSpecial(int32_t id) const override { return id >= 0 && id < vocab_size() && special_[id]; }
   int32_t TokenToId(std::string_view token) const override {
     auto it = token_to_id_.find(AbslView(token));
     return it == token_to_id_.end() ? -1 : it->second;

@@ -29,8 +29,8 @@ class Tokenizer {
   // become U+FFFD as in HF.
   virtual std::string Decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const = 0;
 
-  virtual int32_t vocab_size() const = 0;           // highest id + 1, added tokens included
-  virtual bool IsSpecial(int32_t id) const = 0;     // added tokens marked special
+  virtual int32_t vocab_size() const = 0;        // highest id + 1, added tokens included
+  virtual bool IsSpecial(int32_t id) const = 0;  // added tokens marked special
   virtual int32_t TokenToId(std::string_view token) const = 0;  // -1 when unknown
   virtual std::string IdToToken(int32_t id) const = 0;          // "" when out of range
   // True for a byte-fallback token ("<0xXX>") that the decoder fuses with its neighbours. HF

@@ -4,8 +4,8 @@
 #include "worker/engine/tokenizer/tokenizer.h"
 
 #include <algorithm>
-#include <fstream>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
