@@ -28,8 +28,12 @@ bool IsTerminal(v1::JobState s) {
 
 // "ipv4:10.1.2.3:5555" / "ipv6:[::1]:5555" -> the host part, as it can be dialled.
 std::string PeerHost(std::string_view peer) {
-  if (absl::ConsumePrefix(&peer, "ipv4:")) return std::string(peer.substr(0, peer.rfind(':')));
-  if (absl::ConsumePrefix(&peer, "ipv6:")) return std::string(peer.substr(0, peer.rfind(':')));
+  for (std::string_view scheme : {"ipv4:", "ipv6:"}) {
+    if (peer.substr(0, scheme.size()) == scheme) {
+      peer.remove_prefix(scheme.size());
+      return std::string(peer.substr(0, peer.rfind(':')));
+    }
+  }
   return "";
 }
 
@@ -93,7 +97,7 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
     host = PeerHost(peer);
     if (host.empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("worker address '", address, "' has no host and the peer '", peer,
+          absl::StrCat("worker address '", address, "' has no host and the peer '", std::string(peer),
                        "' gives none; pass --advertise-host"));
     }
     address = host + address.substr(colon);
@@ -275,7 +279,7 @@ void Coordinator::RevokeShardLocked(Job* job, const std::shared_ptr<Shard>& shar
     if (!job->done[index]) back.push_back(index);
   }
   job->pending.insert(job->pending.begin(), back.begin(), back.end());
-  if (!IsTerminal(job->info.state)) job->info.set_redispatched(job->info.redispatched() + back.size());
+  if (!IsTerminal(job->info.state())) job->info.set_redispatched(job->info.redispatched() + back.size());
   shard->outstanding.clear();
   job->shards.erase(shard->id);
 }

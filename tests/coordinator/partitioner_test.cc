@@ -41,9 +41,10 @@ TEST(PartitionerTest, FewerRequestsThanRanksLeavesTrailingRanksEmpty) {
 }
 
 TEST(PartitionerTest, RemainderGoesToTheFirstRanks) {
-  EXPECT_EQ(StaticSlice(10, 3, 0), std::make_pair<int64_t, int64_t>(0, 4));
-  EXPECT_EQ(StaticSlice(10, 3, 1), std::make_pair<int64_t, int64_t>(4, 7));
-  EXPECT_EQ(StaticSlice(10, 3, 2), std::make_pair<int64_t, int64_t>(7, 10));
+  using Slice = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(StaticSlice(10, 3, 0), Slice(0, 4));
+  EXPECT_EQ(StaticSlice(10, 3, 1), Slice(4, 7));
+  EXPECT_EQ(StaticSlice(10, 3, 2), Slice(7, 10));
 }
 
 }  // namespace
