@@ -1,12 +1,14 @@
 // The HF tokenizer.json pipeline for BPE models: Encode runs added-token split → normalizer →
 // pre-tokenizer → BPE model → post-processor, and Decode runs the decoder chain, each with HF
 // `tokenizers` semantics. Every stage is a small class picked from the JSON by a factory that
-// refuses what it does not know with an Unimplemented error naming the file and the component, so
-// a later model family (ByteLevel BPE for GPT-2, Llama 3, Qwen2) adds a pre-tokenizer and a decoder
-// class rather than a new tokenizer.
+// refuses what it does not know with an Unimplemented error naming the file and the component.
+// Two families are covered: SentencePiece-style BPE (Llama 1/2: Prepend/Replace normalizers, byte
+// fallback) and byte-level BPE (GPT-2, Llama 3, Qwen2: ByteLevel and Split pre-tokenizers with
+// ICU regexes, the ByteLevel decoder).
 #include "worker/engine/tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +28,12 @@
 #include "absl/strings/string_view.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "unicode/bytestream.h"
+#include "unicode/normalizer2.h"
+#include "unicode/regex.h"
+#include "unicode/stringpiece.h"
+#include "unicode/unistr.h"
+#include "unicode/utypes.h"
 
 namespace dpinfer::engine {
 namespace {
@@ -35,12 +43,15 @@ using Json = nlohmann::json;
 // ---------------------------------------------------------------------------------------------
 // UTF-8
 
-// Length of the well-formed UTF-8 sequence starting at s[i], or 0 when there is none. Overlong
-// forms, surrogates and code points past U+10FFFF are ill-formed, as in Rust's `str`, so a text we
-// accept is one HF would accept.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
+// Scans the UTF-8 sequence starting at s[i]: returns its length when it is well-formed, else 0
+// with `*prefix` set to the length of its longest well-formed prefix (at least 1), the "maximal
+// subpart" that Rust's from_utf8_lossy replaces with one U+FFFD. Overlong forms, surrogates and
+// code points past U+10FFFF are ill-formed, as in Rust's `str`, so a text we accept is one HF would
+// accept.
+size_t ScanUtf8(std::string_view s, size_t i, size_t* prefix) {
   const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
   const unsigned char c = byte(i);
+  *prefix = 1;
   if (c < 0x80) return 1;
   size_t n;
   unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
@@ -61,11 +72,17 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
   } else {
     return 0;
   }
-  if (i + n > s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
-  for (size_t k = 2; k < n; ++k) {
-    if ((byte(i + k) & 0xC0) != 0x80) return 0;
-  }
-  return n;
+  if (i + 1 >= s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  size_t k = 2;
+  while (k < n && i + k < s.size() && (byte(i + k) & 0xC0) == 0x80) ++k;
+  *prefix = k;
+  return k == n ? n : 0;
+}
+
+// Length of the well-formed UTF-8 sequence starting at s[i], or 0 when there is none.
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
+  size_t prefix;
+  return ScanUtf8(s, i, &prefix);
 }
 
 // Byte offset of the first ill-formed sequence, or npos when `s` is valid UTF-8.
@@ -79,6 +96,77 @@ size_t FindInvalidUtf8(std::string_view s) {
 }
 
 constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
+
+// Appends `bytes` as Rust's String::from_utf8_lossy renders them (HF's ByteLevel decoder uses it):
+// each maximal ill-formed subpart becomes one U+FFFD.
+void AppendUtf8Lossy(std::string_view bytes, std::string* out) {
+  size_t valid_start = 0;
+  for (size_t i = 0; i < bytes.size();) {
+    size_t prefix;
+    if (const size_t n = ScanUtf8(bytes, i, &prefix); n > 0) {
+      i += n;
+      continue;
+    }
+    out->append(bytes.substr(valid_start, i - valid_start));
+    out->append(kReplacementChar);
+    i += prefix;
+    valid_start = i;
+  }
+  out->append(bytes.substr(valid_start));
+}
+
+// The code point of the well-formed sequence of `n` bytes at s[i].
+char32_t DecodeUtf8(std::string_view s, size_t i, size_t n) {
+  const auto byte = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  if (n == 1) return byte(0);
+  char32_t cp = byte(0) & (0x7F >> n);
+  for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (byte(k) & 0x3F);
+  return cp;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPT-2's byte <-> character bijection. Byte-level BPE vocabularies spell every byte as a printable
+// character so that tokens are printable strings: the printable Latin-1 bytes ('!'..'~',
+// '\xA1'..'\xAC', '\xAE'..'\xFF') stand for themselves and the other 68 bytes take U+0100, U+0101,
+// ... in byte order. It is computed by the loop of GPT-2's bytes_to_unicode() rather than written
+// out as a table, so it cannot drift from the original.
+
+class ByteLevelAlphabet {
+ public:
+  static const ByteLevelAlphabet& Get() {
+    static const ByteLevelAlphabet* const alphabet = new ByteLevelAlphabet();
+    return *alphabet;
+  }
+  // UTF-8 of the character that stands for `byte` (1 or 2 bytes: every code point is < U+0144).
+  std::string_view Char(unsigned char byte) const { return {chars_[byte].data(), lengths_[byte]}; }
+  // The byte that code point `cp` stands for, or -1 when it stands for none.
+  int Byte(char32_t cp) const { return cp < bytes_.size() ? bytes_[cp] : -1; }
+
+ private:
+  static constexpr int kLastCodePoint = 256 + 67;  // 68 unprintable bytes after U+00FF
+
+  ByteLevelAlphabet() {
+    bytes_.fill(-1);
+    char32_t next = 256;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+      const char32_t cp = printable ? b : next++;
+      if (cp < 0x80) {
+        chars_[b] = {static_cast<char>(cp), 0};
+        lengths_[b] = 1;
+      } else {
+        chars_[b] = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
+        lengths_[b] = 2;
+      }
+      bytes_[cp] = static_cast<int16_t>(b);
+    }
+    CHECK(static_cast<int>(next) - 1 == kLastCodePoint);
+  }
+
+  std::array<std::array<char, 2>, 256> chars_;
+  std::array<uint8_t, 256> lengths_;
+  std::array<int16_t, kLastCodePoint + 1> bytes_;
+};
 
 // This abseil build has its own absl::string_view (not std's), so hashed lookups by
 // std::string_view go through this conversion.
@@ -169,10 +257,50 @@ class SequenceNormalizer : public Normalizer {
   std::vector<std::unique_ptr<Normalizer>> steps_;
 };
 
+// NFC / NFD / NFKC / NFKD through ICU (Qwen2 normalizes to NFC). Already-normalized text, the
+// common case, is only checked, not copied.
+class UnicodeNormalizer : public Normalizer {
+ public:
+  explicit UnicodeNormalizer(const icu::Normalizer2* normalizer) : normalizer_(normalizer) {}
+  void Normalize(std::string* text) const override {
+    UErrorCode status = U_ZERO_ERROR;
+    const icu::StringPiece piece(text->data(), static_cast<int32_t>(text->size()));
+    if (normalizer_->isNormalizedUTF8(piece, status) && U_SUCCESS(status)) return;
+    status = U_ZERO_ERROR;
+    std::string out;
+    icu::StringByteSink<std::string> sink(&out);
+    normalizer_->normalizeUTF8(0, piece, sink, nullptr, status);
+    // Input is valid UTF-8 (Encode checks), so ICU has no reason to fail here.
+    CHECK(U_SUCCESS(status));
+    *text = std::move(out);
+  }
+
+ private:
+  const icu::Normalizer2* normalizer_;  // ICU singleton, never freed
+};
+
+absl::StatusOr<std::unique_ptr<Normalizer>> MakeUnicodeNormalizer(const std::string& type,
+                                                                  const LoadContext& ctx) {
+  UErrorCode status = U_ZERO_ERROR;
+  const icu::Normalizer2* normalizer = nullptr;
+  if (type == "NFC") normalizer = icu::Normalizer2::getNFCInstance(status);
+  if (type == "NFD") normalizer = icu::Normalizer2::getNFDInstance(status);
+  if (type == "NFKC") normalizer = icu::Normalizer2::getNFKCInstance(status);
+  if (type == "NFKD") normalizer = icu::Normalizer2::getNFKDInstance(status);
+  if (normalizer == nullptr || U_FAILURE(status)) {
+    return ctx.Invalid(
+        absl::StrCat("ICU cannot load the ", type, " normalizer: ", u_errorName(status)));
+  }
+  return std::make_unique<UnicodeNormalizer>(normalizer);
+}
+
 // nullptr for a null normalizer.
 absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const Json& j, const LoadContext& ctx) {
   if (j.is_null()) return nullptr;
   const std::string type = j.value("type", "");
+  if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
+    return MakeUnicodeNormalizer(type, ctx);
+  }
   if (type == "Prepend") {
     return std::make_unique<PrependNormalizer>(j.at("prepend").get<std::string>());
   }
@@ -195,18 +323,280 @@ absl::StatusOr<std::unique_ptr<Normalizer>> MakeNormalizer(const Json& j, const 
 // ---------------------------------------------------------------------------------------------
 // Pre-tokenizers: split normalized text into words that the model tokenizes independently (and may
 // rewrite them, as ByteLevel maps bytes to printable characters). A null pre-tokenizer makes the
-// whole normalized text one word, which is what SentencePiece-style BPE wants; none other is
-// supported yet, so MakePreTokenizer only knows null.
+// whole normalized text one word, which is what SentencePiece-style BPE wants. Byte-level BPE
+// (GPT-2, Llama 3, Qwen2) splits with a regex, either ByteLevel's own GPT-2 pattern or a Split
+// pre-tokenizer's pattern followed by ByteLevel with use_regex off.
+
+// A split pattern compiled with ICU. HF compiles these with Oniguruma; ICU agrees with it on all
+// that the published patterns use (\p{L}, \p{N}, \s as the White_Space property, lookahead,
+// (?i:...), {m,n}), where RE2 has no lookahead for GPT-2's `\s+(?!\S)`. A compiled RegexPattern is
+// immutable and safe to share between threads; each call makes its own matcher.
+class SplitPattern {
+ public:
+  // One piece of HF's find_matches: consecutive pieces cover the text; matches are flagged.
+  struct Piece {
+    size_t start;  // byte offsets
+    size_t end;
+    bool is_match;
+  };
+
+  // `literal` takes the pattern as a plain string (HF's {"String": ...}).
+  static absl::StatusOr<std::unique_ptr<SplitPattern>> Compile(const std::string& pattern,
+                                                               bool literal,
+                                                               const LoadContext& ctx) {
+    auto result = std::unique_ptr<SplitPattern>(new SplitPattern());
+    if (literal && pattern.empty()) return result;  // HF: an empty string never matches
+    UErrorCode status = U_ZERO_ERROR;
+    UParseError parse_error;
+    result->pattern_.reset(icu::RegexPattern::compile(
+        icu::UnicodeString::fromUTF8(pattern), literal ? UREGEX_LITERAL : 0, parse_error, status));
+    if (U_FAILURE(status)) {
+      return ctx.Invalid(absl::StrCat("pre_tokenizer pattern \"", pattern, "\" does not compile (",
+                                      u_errorName(status), " at offset ", parse_error.offset, ")"));
+    }
+    return result;
+  }
+
+  // Appends the pieces of `text` (valid UTF-8) to `pieces`.
+  void FindMatches(std::string_view text, std::vector<Piece>* pieces) const {
+    if (text.empty()) return;
+    if (pattern_ == nullptr) {
+      pieces->push_back({0, text.size(), false});
+      return;
+    }
+    // ICU matches UTF-16; match offsets are mapped back to bytes by walking forward, since they
+    // only grow.
+    const icu::UnicodeString utf16 = icu::UnicodeString::fromUTF8(
+        icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
+    UErrorCode status = U_ZERO_ERROR;
+    std::unique_ptr<icu::RegexMatcher> matcher(pattern_->matcher(utf16, status));
+    CHECK(U_SUCCESS(status));
+    int32_t pos16 = 0;
+    size_t pos8 = 0;
+    const auto to_byte_offset = [&](int32_t target16) {
+      while (pos16 < target16) {
+        const unsigned char lead = static_cast<unsigned char>(text[pos8]);
+        const size_t n = lead < 0x80 ? 1 : lead < 0xE0 ? 2 : lead < 0xF0 ? 3 : 4;
+        pos8 += n;
+        pos16 += n == 4 ? 2 : 1;  // a 4-byte character is a surrogate pair
+      }
+      return pos8;
+    };
+    size_t previous = 0;
+    while (matcher->find(status) && U_SUCCESS(status)) {
+      const size_t start = to_byte_offset(matcher->start(status));
+      const size_t end = to_byte_offset(matcher->end(status));
+      if (start != previous) pieces->push_back({previous, start, false});
+      pieces->push_back({start, end, true});
+      previous = end;
+    }
+    CHECK(U_SUCCESS(status));
+    if (previous != text.size()) pieces->push_back({previous, text.size(), false});
+  }
+
+ private:
+  SplitPattern() = default;
+  std::unique_ptr<icu::RegexPattern> pattern_;  // null for an empty literal
+};
+
+// What Split does with the matched delimiters (HF SplitDelimiterBehavior).
+enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
+
+// Splits `word` on `pattern` (HF NormalizedString::split) and appends the non-empty pieces.
+void SplitWord(std::string_view word, const SplitPattern& pattern, SplitBehavior behavior,
+               bool invert, std::vector<SplitPattern::Piece>* scratch,
+               std::vector<std::string>* out) {
+  std::vector<SplitPattern::Piece>& pieces = *scratch;
+  pieces.clear();
+  pattern.FindMatches(word, &pieces);
+  if (invert) {
+    for (auto& piece : pieces) piece.is_match = !piece.is_match;
+  }
+  // Fold the pieces into splits; `remove` marks the ones Removed drops.
+  struct Span {
+    size_t start, end;
+    bool remove;
+  };
+  std::vector<Span> spans;
+  spans.reserve(pieces.size());
+  bool previous_match = false;
+  switch (behavior) {
+    case SplitBehavior::kRemoved:
+      for (const auto& p : pieces) spans.push_back({p.start, p.end, p.is_match});
+      break;
+    case SplitBehavior::kIsolated:
+      for (const auto& p : pieces) spans.push_back({p.start, p.end, false});
+      break;
+    case SplitBehavior::kContiguous:
+      for (const auto& p : pieces) {
+        if (p.is_match == previous_match && !spans.empty()) {
+          spans.back().end = p.end;
+        } else {
+          spans.push_back({p.start, p.end, false});
+        }
+        previous_match = p.is_match;
+      }
+      break;
+    case SplitBehavior::kMergedWithPrevious:
+      for (const auto& p : pieces) {
+        if (p.is_match && !previous_match && !spans.empty()) {
+          spans.back().end = p.end;
+        } else {
+          spans.push_back({p.start, p.end, false});
+        }
+        previous_match = p.is_match;
+      }
+      break;
+    case SplitBehavior::kMergedWithNext:
+      for (auto it = pieces.rbegin(); it != pieces.rend(); ++it) {
+        if (it->is_match && !previous_match && !spans.empty()) {
+          spans.back().start = it->start;
+        } else {
+          spans.push_back({it->start, it->end, false});
+        }
+        previous_match = it->is_match;
+      }
+      std::reverse(spans.begin(), spans.end());
+      break;
+  }
+  for (const Span& span : spans) {
+    if (!span.remove && span.end > span.start) {
+      out->emplace_back(word.substr(span.start, span.end - span.start));
+    }
+  }
+}
 
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  virtual void Split(std::string_view text, std::vector<std::string>* words) const = 0;
+  // Replaces every word with the words it splits into, in order. Empty words are dropped, as HF
+  // drops empty splits.
+  virtual void PreTokenize(std::vector<std::string>* words) const = 0;
 };
 
+// HF's Split: {"pattern": {"Regex" | "String": ...}, "behavior": ..., "invert": ...}.
+class SplitPreTokenizer : public PreTokenizer {
+ public:
+  SplitPreTokenizer(std::unique_ptr<SplitPattern> pattern, SplitBehavior behavior, bool invert)
+      : pattern_(std::move(pattern)), behavior_(behavior), invert_(invert) {}
+  void PreTokenize(std::vector<std::string>* words) const override {
+    std::vector<std::string> out;
+    std::vector<SplitPattern::Piece> scratch;
+    for (const std::string& word : *words) {
+      SplitWord(word, *pattern_, behavior_, invert_, &scratch, &out);
+    }
+    *words = std::move(out);
+  }
+
+ private:
+  std::unique_ptr<SplitPattern> pattern_;
+  SplitBehavior behavior_;
+  bool invert_;
+};
+
+// GPT-2's pattern, which HF's ByteLevel applies when use_regex is on.
+constexpr char kGpt2SplitPattern[] =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+// HF's ByteLevel pre-tokenizer: optionally prefixes a space, optionally splits with the GPT-2
+// pattern, then spells every byte of every word with the ByteLevelAlphabet character, which is
+// what the vocab holds. trim_offsets only adjusts offsets, which this tokenizer does not report.
+class ByteLevelPreTokenizer : public PreTokenizer {
+ public:
+  ByteLevelPreTokenizer(bool add_prefix_space, std::unique_ptr<SplitPattern> pattern)
+      : add_prefix_space_(add_prefix_space), pattern_(std::move(pattern)) {}
+  void PreTokenize(std::vector<std::string>* words) const override {
+    std::vector<std::string> split;
+    std::vector<SplitPattern::Piece> scratch;
+    std::string prefixed;
+    for (const std::string& word : *words) {
+      std::string_view text = word;
+      // HF prepends to every non-empty split it is given, not just to the start of the text.
+      if (add_prefix_space_ && !text.empty() && text[0] != ' ') {
+        prefixed.assign(1, ' ');
+        prefixed.append(text);
+        text = prefixed;
+      }
+      if (pattern_ != nullptr) {
+        SplitWord(text, *pattern_, SplitBehavior::kIsolated, false, &scratch, &split);
+      } else if (!text.empty()) {
+        split.emplace_back(text);
+      }
+    }
+    const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::Get();
+    for (std::string& word : split) {
+      std::string mapped;
+      mapped.reserve(word.size() * 2);
+      for (unsigned char byte : word) mapped.append(alphabet.Char(byte));
+      word = std::move(mapped);
+    }
+    *words = std::move(split);
+  }
+
+ private:
+  bool add_prefix_space_;
+  std::unique_ptr<SplitPattern> pattern_;  // null when use_regex is off
+};
+
+class SequencePreTokenizer : public PreTokenizer {
+ public:
+  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
+      : steps_(std::move(steps)) {}
+  void PreTokenize(std::vector<std::string>* words) const override {
+    for (const auto& step : steps_) step->PreTokenize(words);
+  }
+
+ private:
+  std::vector<std::unique_ptr<PreTokenizer>> steps_;
+};
+
+absl::StatusOr<SplitBehavior> ParseSplitBehavior(const Json& j, const LoadContext& ctx) {
+  const std::string name = j.get<std::string>();
+  if (name == "Removed") return SplitBehavior::kRemoved;
+  if (name == "Isolated") return SplitBehavior::kIsolated;
+  if (name == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
+  if (name == "MergedWithNext") return SplitBehavior::kMergedWithNext;
+  if (name == "Contiguous") return SplitBehavior::kContiguous;
+  return ctx.Unsupported("pre_tokenizer", absl::StrCat("\"Split\" behavior \"", name, "\""));
+}
+
+// nullptr for a null pre-tokenizer.
 absl::StatusOr<std::unique_ptr<PreTokenizer>> MakePreTokenizer(const Json& j,
                                                                const LoadContext& ctx) {
   if (j.is_null()) return nullptr;
+  const std::string type = j.value("type", "");
+  if (type == "ByteLevel") {
+    std::unique_ptr<SplitPattern> pattern;
+    if (j.value("use_regex", true)) {
+      ASSIGN_OR_RETURN(pattern, SplitPattern::Compile(kGpt2SplitPattern, false, ctx));
+    }
+    return std::make_unique<ByteLevelPreTokenizer>(j.value("add_prefix_space", true),
+                                                   std::move(pattern));
+  }
+  if (type == "Split") {
+    const Json& pattern = j.at("pattern");
+    std::unique_ptr<SplitPattern> compiled;
+    if (pattern.is_object() && pattern.contains("Regex")) {
+      ASSIGN_OR_RETURN(compiled,
+                       SplitPattern::Compile(pattern["Regex"].get<std::string>(), false, ctx));
+    } else if (pattern.is_object() && pattern.contains("String")) {
+      ASSIGN_OR_RETURN(compiled,
+                       SplitPattern::Compile(pattern["String"].get<std::string>(), true, ctx));
+    } else {
+      return ctx.Unsupported("pre_tokenizer", absl::StrCat("\"Split\" pattern ", pattern.dump()));
+    }
+    ASSIGN_OR_RETURN(SplitBehavior behavior, ParseSplitBehavior(j.at("behavior"), ctx));
+    return std::make_unique<SplitPreTokenizer>(std::move(compiled), behavior,
+                                               j.value("invert", false));
+  }
+  if (type == "Sequence") {
+    std::vector<std::unique_ptr<PreTokenizer>> steps;
+    for (const Json& step : j.at("pretokenizers")) {
+      ASSIGN_OR_RETURN(std::unique_ptr<PreTokenizer> pre_tokenizer, MakePreTokenizer(step, ctx));
+      if (pre_tokenizer != nullptr) steps.push_back(std::move(pre_tokenizer));
+    }
+    return std::make_unique<SequencePreTokenizer>(std::move(steps));
+  }
   return ctx.Unsupported("pre_tokenizer", TypeOf(j));
 }
 
@@ -289,6 +679,37 @@ class ByteFallbackDecoder : public Decoder {
   }
 };
 
+// HF's ByteLevel decoder: every token whose characters all stand for bytes becomes those bytes;
+// any other token (an added token spelled with plain characters) keeps its own UTF-8 bytes. The
+// bytes of all tokens are then rendered together, so a character split across tokens is whole
+// again, and broken sequences become U+FFFD (from_utf8_lossy).
+class ByteLevelDecoder : public Decoder {
+ public:
+  void DecodeChain(std::vector<std::string>* tokens) const override {
+    const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::Get();
+    std::string bytes;
+    for (const std::string& token : *tokens) {
+      const size_t mark = bytes.size();
+      for (size_t i = 0; i < token.size();) {
+        const size_t n = Utf8SequenceLength(token, i);
+        const int byte = n == 0 ? -1 : alphabet.Byte(DecodeUtf8(token, i, n));
+        if (byte < 0) {
+          bytes.resize(mark);
+          bytes.append(token);
+          break;
+        }
+        bytes.push_back(static_cast<char>(byte));
+        i += n;
+      }
+    }
+    std::string text;
+    text.reserve(bytes.size());
+    AppendUtf8Lossy(bytes, &text);
+    tokens->clear();
+    tokens->push_back(std::move(text));
+  }
+};
+
 class FuseDecoder : public Decoder {
  public:
   void DecodeChain(std::vector<std::string>* tokens) const override {
@@ -347,6 +768,8 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const Json& j, const LoadCo
     return std::make_unique<ReplaceDecoder>(std::move(pattern), j.at("content").get<std::string>());
   }
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
+  // add_prefix_space, trim_offsets and use_regex do not change what HF's ByteLevel decodes.
+  if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "Strip") {
     std::string content = j.at("content").get<std::string>();
@@ -370,6 +793,9 @@ absl::StatusOr<std::unique_ptr<Decoder>> MakeDecoder(const Json& j, const LoadCo
 
 // ---------------------------------------------------------------------------------------------
 // Post-processor: TemplateProcessing's "single" template, i.e. fixed ids around the sequence.
+// ByteLevel's post-processor only trims offsets (none here), so it adds nothing, and a Sequence
+// applies its processors in order, each wrapping what the one before produced: Llama 3 is
+// Sequence[ByteLevel, TemplateProcessing(<|begin_of_text|> $A)], GPT-2 plain ByteLevel.
 
 struct SingleTemplate {
   std::vector<int32_t> before;  // e.g. BOS
@@ -380,6 +806,16 @@ absl::StatusOr<SingleTemplate> MakePostProcessor(const Json& j, const LoadContex
   SingleTemplate result;
   if (j.is_null()) return result;
   const std::string type = j.value("type", "");
+  if (type == "ByteLevel") return result;
+  if (type == "Sequence") {
+    for (const Json& step : j.at("processors")) {
+      ASSIGN_OR_RETURN(SingleTemplate inner, MakePostProcessor(step, ctx));
+      inner.before.insert(inner.before.end(), result.before.begin(), result.before.end());
+      result.before = std::move(inner.before);
+      result.after.insert(result.after.end(), inner.after.begin(), inner.after.end());
+    }
+    return result;
+  }
   if (type != "TemplateProcessing") return ctx.Unsupported("post_processor", TypeOf(j));
   bool seen_sequence = false;
   for (const Json& piece : j.at("single")) {
@@ -755,7 +1191,8 @@ class HfTokenizer : public Tokenizer {
           model_->Tokenize(segment.text, &ids);
         } else {
           words.clear();
-          pre_tokenizer_->Split(segment.text, &words);
+          words.emplace_back(segment.text);
+          pre_tokenizer_->PreTokenize(&words);
           for (const std::string& word : words) model_->Tokenize(word, &ids);
         }
       }

@@ -1,6 +1,6 @@
-// HF tokenizer.json, the BPE model with the SentencePiece-style normalizer (Prepend "▁", spaces to
-// "▁") and byte fallback, as Llama 1/2 and llama2.c models ship it; plus the incremental
-// detokenizer that turns a growing list of ids into text without ever emitting broken UTF-8.
+// HF tokenizer.json BPE tokenizers: SentencePiece-style BPE with byte fallback (Llama 1/2,
+// llama2.c) and byte-level BPE (GPT-2, Llama 3, Qwen2); plus the incremental detokenizer that
+// turns a growing list of ids into text without ever emitting broken UTF-8.
 #pragma once
 
 #include <cstdint>

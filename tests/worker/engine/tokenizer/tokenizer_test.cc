@@ -332,9 +332,9 @@ TEST_F(TokenizerTest, RefusesUnsupportedComponents) {
       {"model.type", "WordPiece", "model type"},
       {"normalizer", {{"type", "MadeUp"}}, "normalizer"},
       {"normalizer",
-       {{"type", "Sequence"}, {"normalizers", Json::array({{{"type", "NFKC"}}})}},
+       {{"type", "Sequence"}, {"normalizers", Json::array({{{"type", "BertNormalizer"}}})}},
        "normalizer"},
-      {"pre_tokenizer", {{"type", "ByteLevel"}}, "pre_tokenizer"},
+      {"pre_tokenizer", {{"type", "Metaspace"}}, "pre_tokenizer"},
       {"decoder", {{"type", "WordPiece"}}, "decoder"},
       {"post_processor", {{"type", "BertProcessing"}}, "post_processor"},
   };
