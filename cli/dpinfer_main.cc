@@ -1,6 +1,6 @@
 // dpinfer: the command-line client. `run` is the one-command offline job; submit / status /
 // results / cancel / workers talk to a running coordinator; make-model writes the small
-// random-weight model the quickstart uses.
+// random-weight model the quickstart uses; tokenize / detokenize run the model's tokenizer.
 #include <cstdlib>
 #include <iostream>
 
@@ -9,6 +9,7 @@
 #include "cli/client.h"
 #include "cli/make_model.h"
 #include "cli/run.h"
+#include "cli/tokenize_cmd.h"
 
 namespace {
 
@@ -97,7 +98,25 @@ int main(int argc, char** argv) {
   make_model->add_option("--dtype", mm.dtype, "float32, bfloat16 or float16");
   make_model->add_option("--shards", mm.num_shards, "safetensors shards");
 
+  dpinfer::cli::TokenizeOptions tok;
+  auto* tokenize = app.add_subcommand(
+      "tokenize", "print the ids of the UTF-8 text on stdin as a JSON array (every byte counts)");
+  tokenize->add_option("--model", tok.model, "model directory or tokenizer.json")->required();
+  tokenize->add_flag("--add-special-tokens", tok.add_special_tokens,
+                     "apply the post-processor template (e.g. BOS)");
+  dpinfer::cli::DetokenizeOptions detok;
+  auto* detokenize = app.add_subcommand(
+      "detokenize", "print the text of the JSON array of ids on stdin (nothing appended)");
+  detokenize->add_option("--model", detok.model, "model directory or tokenizer.json")->required();
+  detokenize->add_flag("--skip-special-tokens", detok.skip_special_tokens,
+                       "leave special tokens out of the text");
+
   CLI11_PARSE(app, argc, argv);
+
+  if (tokenize->parsed()) return dpinfer::cli::RunTokenize(tok, std::cin, std::cout, std::cerr);
+  if (detokenize->parsed()) {
+    return dpinfer::cli::RunDetokenize(detok, std::cin, std::cout, std::cerr);
+  }
 
   if (run_cmd->parsed()) {
     if (run.output_path.empty()) return Fail(absl::InvalidArgumentError("--output is required"));
