@@ -6,6 +6,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
+#include "cli/check_logits.h"
 #include "cli/client.h"
 #include "cli/make_model.h"
 #include "cli/run.h"
@@ -98,6 +99,19 @@ int main(int argc, char** argv) {
   make_model->add_option("--dtype", mm.dtype, "float32, bfloat16 or float16");
   make_model->add_option("--shards", mm.num_shards, "safetensors shards");
 
+  dpinfer::cli::CheckLogitsOptions cl;
+  auto* check_logits = app.add_subcommand(
+      "check-logits", "compare the model's logits with a reference (e.g. HF transformers')");
+  check_logits->add_option("--model", cl.model_dir, "HF model directory")->required();
+  check_logits
+      ->add_option("--reference", cl.reference_path,
+                   "safetensors with input_ids [B,T] and logits [B,T,V]")
+      ->required();
+  check_logits->add_option("--backend", cl.backend, "cpu or cuda");
+  check_logits->add_option("--tolerance", cl.tolerance,
+                           "max error relative to max |reference logit| (default 1e-4)");
+  check_logits->add_option("--threads", cl.num_threads, "CPU threads (default: all cores)");
+
   dpinfer::cli::TokenizeOptions tok;
   auto* tokenize = app.add_subcommand(
       "tokenize", "print the ids of the UTF-8 text on stdin as a JSON array (every byte counts)");
@@ -122,6 +136,7 @@ int main(int argc, char** argv) {
     if (run.output_path.empty()) return Fail(absl::InvalidArgumentError("--output is required"));
     return dpinfer::cli::RunJob(run);
   }
+  if (check_logits->parsed()) return dpinfer::cli::RunCheckLogits(cl, std::cout, std::cerr);
   if (make_model->parsed()) {
     absl::Status s = dpinfer::cli::MakeTinyModel(mm);
     if (!s.ok()) return Fail(s);

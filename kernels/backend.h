@@ -34,7 +34,8 @@ struct RmsNormArgs {
 };
 
 // In-place rotary embedding, HF rotate-half convention: for i < head_dim/2 the pair
-// (x[i], x[i + head_dim/2]) is rotated by the angle position * theta^(-2i/head_dim).
+// (x[i], x[i + head_dim/2]) is rotated by the angle position * inv_freq[i], where inv_freq is
+// given (scaled rope: Llama 3, linear) or else theta^(-2i/head_dim).
 struct RopeArgs {
   float* q = nullptr;                  // [num_tokens, num_heads, head_dim]
   float* k = nullptr;                  // [num_tokens, num_kv_heads, head_dim]
@@ -44,6 +45,7 @@ struct RopeArgs {
   int64_t num_kv_heads = 0;
   int64_t head_dim = 0;  // even
   float theta = 10000.0f;
+  const float* inv_freq = nullptr;  // [head_dim / 2] or nullptr (then derived from theta)
 };
 
 // out = silu(gate) * up, elementwise (the Llama MLP's activation). out may alias gate or up.
@@ -55,7 +57,7 @@ struct SiluMulArgs {
   int64_t n = 0;
 };
 
-// out[i] = table[ids[i]]. Ids are validated before they reach a kernel (CHECKed here).
+// out[i] = table[ids[i]] * scale. Ids are validated before they reach a kernel (CHECKed here).
 struct EmbeddingArgs {
   const int32_t* ids = nullptr;  // [num_tokens]
   const float* table = nullptr;  // [vocab, hidden]
@@ -63,14 +65,17 @@ struct EmbeddingArgs {
   int64_t num_tokens = 0;
   int64_t vocab = 0;
   int64_t hidden = 0;
+  float scale = 1.0f;  // GraniteMoE's embedding_multiplier
 };
 
-// y = a + b, elementwise (residual connections). y may alias a or b.
+// y = a + b * b_scale, elementwise (residual connections; b_scale is GraniteMoE's
+// residual_multiplier). y may alias a or b.
 struct AddArgs {
   const float* a = nullptr;  // [n]
   const float* b = nullptr;  // [n]
   float* y = nullptr;        // [n]
   int64_t n = 0;
+  float b_scale = 1.0f;
 };
 
 // Row-wise softmax, max-subtracted for stability. y may alias x.
@@ -113,7 +118,7 @@ struct PagedAttentionArgs {
   int64_t head_dim = 0;
   int64_t block_size = 0;
   int64_t max_blocks_per_seq = 0;
-  float scale = 1.0f;  // usually 1/sqrt(head_dim)
+  float scale = 1.0f;  // usually 1/sqrt(head_dim); GraniteMoE: attention_multiplier
 };
 
 class Backend {

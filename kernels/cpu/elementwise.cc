@@ -19,7 +19,7 @@ void SiluMul(const SiluMulArgs& a) {
 void Add(const AddArgs& a) {
   CHECK(a.a != nullptr && a.b != nullptr && a.y != nullptr);
 #pragma omp parallel for schedule(static) if (a.n > (1 << 16))
-  for (int64_t i = 0; i < a.n; ++i) a.y[i] = a.a[i] + a.b[i];
+  for (int64_t i = 0; i < a.n; ++i) a.y[i] = a.a[i] + a.b[i] * a.b_scale;
 }
 
 }  // namespace dpinfer::kernels::cpu

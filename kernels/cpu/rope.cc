@@ -32,7 +32,9 @@ void Rope(const RopeArgs& a) {
   std::vector<float> inv_freq(half);
   for (int64_t i = 0; i < half; ++i) {
     inv_freq[i] =
-        1.0f / std::pow(a.theta, static_cast<float>(2 * i) / static_cast<float>(a.head_dim));
+        a.inv_freq != nullptr
+            ? a.inv_freq[i]
+            : 1.0f / std::pow(a.theta, static_cast<float>(2 * i) / static_cast<float>(a.head_dim));
   }
 #pragma omp parallel for schedule(static) if (a.num_tokens > 16)
   for (int64_t t = 0; t < a.num_tokens; ++t) {

@@ -1,7 +1,9 @@
-// The Llama decoder (HF LlamaForCausalLM math, fp32) over a kernels::Backend: weights loaded from
-// an HF checkpoint, and one forward pass over a flat batch of tokens drawn from many sequences
-// (prefill chunks and decodes mixed), each token carrying its sequence's block table and position
-// so attention reads the right part of the paged KV cache.
+// The Llama-shaped decoder (fp32) over a kernels::Backend, computing what HF transformers computes
+// for LlamaForCausalLM (incl. Llama 3 rope scaling), Qwen2ForCausalLM (q/k/v bias),
+// MixtralForCausalLM and GraniteMoeForCausalLM (mixtures of experts, GraniteMoE's multipliers):
+// weights loaded from an HF checkpoint, and one forward pass over a flat batch of tokens drawn
+// from many sequences (prefill chunks and decodes mixed), each token carrying its sequence's block
+// table and position so attention reads the right part of the paged KV cache.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/safetensors.h"
 #include "kernels/backend.h"
 #include "worker/engine/kv_cache.h"
 #include "worker/engine/model_config.h"
@@ -28,10 +31,15 @@ struct ForwardBatch {
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
 };
 
+// The rope inverse frequencies [head_dim / 2] of `config`'s rope type, in HF's fp32 arithmetic
+// (_compute_default_rope_parameters, _compute_linear_scaling_rope_parameters,
+// _compute_llama3_parameters).
+std::vector<float> RopeInvFreq(const ModelConfig& config);
+
 class LlamaModel {
  public:
-  // Reads the weights named as in HF checkpoints (lm_head.weight absent when the embeddings are
-  // tied). Errors name the tensor.
+  // Reads the weights named as in HF checkpoints of config.family (lm_head.weight ignored when the
+  // embeddings are tied, even where a copy is stored). Errors name the tensor.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
                                                           const ModelConfig& config,
                                                           kernels::Backend* backend);
@@ -55,12 +63,26 @@ class LlamaModel {
     std::vector<float> w_up;                  // [intermediate, hidden]
     std::vector<float> w_down;                // [hidden, intermediate]
     std::vector<float> b_gate, b_up, b_down;  // empty unless mlp_bias
+    // Mixture of experts (num_experts > 0) instead of w_gate/w_up/w_down:
+    std::vector<float> router;          // [num_experts, hidden]
+    std::vector<float> expert_gate_up;  // [num_experts, 2 * intermediate, hidden], gate rows first
+    std::vector<float> expert_down;     // [num_experts, hidden, intermediate]
   };
 
   LlamaModel(const ModelConfig& config, kernels::Backend* backend)
       : config_(config), backend_(backend) {}
+  static absl::Status LoadExperts(const Checkpoint& ckpt, const std::string& prefix,
+                                  const ModelConfig& config, Layer* layer);
+  void LinearOp(const float* x, const float* w, const float* b, float* y, int64_t m, int64_t n,
+                int64_t k);
   void LinearOp(const float* x, const std::vector<float>& w, const std::vector<float>& b, float* y,
-                int64_t m, int64_t n, int64_t k);
+                int64_t m, int64_t n, int64_t k) {
+    LinearOp(x, w.data(), b.empty() ? nullptr : b.data(), y, m, n, k);
+  }
+  // out = the layer's MoE block applied to h ([t, hidden] both), as transformers' sparse MoE
+  // blocks compute it: per token the routed experts' outputs, each times its routing weight,
+  // summed in ascending expert order (the order of their index_add).
+  void MoeOp(const Layer& layer, const float* h, float* out, int64_t t);
 
   ModelConfig config_;
   kernels::Backend* backend_;  // not owned
@@ -68,9 +90,11 @@ class LlamaModel {
   std::vector<Layer> layers_;
   std::vector<float> final_norm_;  // [hidden]
   std::vector<float> lm_head_;     // [vocab, hidden]; empty when tied to embed_
+  std::vector<float> inv_freq_;    // [head_dim / 2] rope inverse frequencies
 
   // Activations, reused across steps (grown to the largest batch seen).
   std::vector<float> x_, h_, q_, k_, v_, attn_, tmp_, gate_, up_;
+  std::vector<float> router_logits_, moe_in_, moe_out_;  // MoE: [t, E], [t, hidden], [t, hidden]
 };
 
 }  // namespace dpinfer::engine

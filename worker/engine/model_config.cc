@@ -5,6 +5,7 @@
 #include "worker/engine/model_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -21,8 +22,23 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr const char* kSupportedArchitectures[] = {"LlamaForCausalLM"};
-constexpr const char* kSupportedRopeTypes[] = {"default"};
+struct Architecture {
+  const char* name;
+  ModelFamily family;
+};
+constexpr Architecture kArchitectures[] = {
+    {"LlamaForCausalLM", ModelFamily::kLlama},
+    {"Qwen2ForCausalLM", ModelFamily::kQwen2},
+    {"MixtralForCausalLM", ModelFamily::kMixtral},
+    {"GraniteMoeForCausalLM", ModelFamily::kGraniteMoe},
+};
+constexpr const char* kSupportedRopeTypes[] = {"default", "linear", "llama3"};
+
+std::string SupportedArchitectures() {
+  std::vector<std::string> names;
+  for (const Architecture& a : kArchitectures) names.push_back(a.name);
+  return absl::StrJoin(names, ", ");
+}
 
 absl::StatusOr<json> ReadJson(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -105,9 +121,38 @@ absl::Status CheckRopeType(const std::string& path, const std::string& key,
       "' is not supported (supported: ", absl::StrJoin(kSupportedRopeTypes, ", "), ")"));
 }
 
+// Reads the scaling parameters of one rope dict (rope_parameters or rope_scaling) of type `type`,
+// each required as transformers requires it (rope_config_validation), so a half-specified llama3
+// config is an error rather than a silent default.
+absl::Status ReadRopeScaling(const Reader& sub, const std::string& type, ModelConfig* c) {
+  c->rope_type = type;
+  if (type == "default") return absl::OkStatus();
+  ASSIGN_OR_RETURN(c->rope_factor, sub.Number("factor", std::nullopt));
+  if (!(c->rope_factor >= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(sub.path(), ": rope factor must be >= 1, got ", c->rope_factor));
+  }
+  if (type == "linear") return absl::OkStatus();
+  // llama3
+  ASSIGN_OR_RETURN(c->rope_low_freq_factor, sub.Number("low_freq_factor", std::nullopt));
+  ASSIGN_OR_RETURN(c->rope_high_freq_factor, sub.Number("high_freq_factor", std::nullopt));
+  ASSIGN_OR_RETURN(c->rope_original_max_position_embeddings,
+                   sub.Int("original_max_position_embeddings", std::nullopt));
+  if (!(c->rope_low_freq_factor > 0) || !(c->rope_high_freq_factor > c->rope_low_freq_factor) ||
+      c->rope_original_max_position_embeddings <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(sub.path(),
+                     ": llama3 rope needs 0 < low_freq_factor < high_freq_factor and a positive "
+                     "original_max_position_embeddings, got ",
+                     c->rope_low_freq_factor, ", ", c->rope_high_freq_factor, ", ",
+                     c->rope_original_max_position_embeddings));
+  }
+  return absl::OkStatus();
+}
+
 // Rope comes in two spellings: transformers >= 5 nests it as rope_parameters {rope_theta,
-// rope_type}; older configs have a top-level rope_theta plus an optional rope_scaling dict (null
-// meaning plain rope).
+// rope_type, scaling parameters}; older configs have a top-level rope_theta plus an optional
+// rope_scaling dict (null meaning plain rope).
 absl::Status ReadRope(const Reader& r, ModelConfig* c) {
   if (r.Has("rope_parameters")) {
     const json& rp = r.at("rope_parameters");
@@ -115,6 +160,7 @@ absl::Status ReadRope(const Reader& r, ModelConfig* c) {
     Reader sub(rp, r.path());
     ASSIGN_OR_RETURN(std::string type, sub.String("rope_type", "default"));
     RETURN_IF_ERROR(CheckRopeType(r.path(), "rope_parameters", type));
+    RETURN_IF_ERROR(ReadRopeScaling(sub, type, c));
     // A nested rope_theta wins; some converted configs keep only the top-level one.
     ASSIGN_OR_RETURN(double top_theta, r.Number("rope_theta", 10000.0));
     ASSIGN_OR_RETURN(double theta, sub.Number("rope_theta", top_theta));
@@ -131,10 +177,98 @@ absl::Status ReadRope(const Reader& r, ModelConfig* c) {
     ASSIGN_OR_RETURN(std::string type, sub.String("type", "default"));
     ASSIGN_OR_RETURN(type, sub.String("rope_type", type));
     RETURN_IF_ERROR(CheckRopeType(r.path(), "rope_scaling", type));
+    // rope_parameters, the newer spelling, wins where both scale.
+    if (c->rope_type == "default") RETURN_IF_ERROR(ReadRopeScaling(sub, type, c));
   }
   if (!(c->rope_theta > 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat(r.path(), ": rope_theta must be positive, got ", c->rope_theta));
+  }
+  if (r.Has("partial_rotary_factor")) {
+    ASSIGN_OR_RETURN(double partial, r.Number("partial_rotary_factor", 1.0));
+    if (partial != 1.0) {
+      return absl::UnimplementedError(absl::StrCat(r.path(), ": partial_rotary_factor ", partial,
+                                                   " is not supported (only 1.0)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Sliding-window attention is not implemented: refuse a window that can bind within the context.
+absl::Status CheckNoSlidingWindow(const Reader& r, int64_t max_positions) {
+  ASSIGN_OR_RETURN(bool use_sliding, r.Bool("use_sliding_window", false));
+  if (use_sliding) {
+    return absl::UnimplementedError(absl::StrCat(
+        r.path(), ": use_sliding_window true is not supported (sliding-window attention)"));
+  }
+  if (r.Has("layer_types")) {
+    const json& types = r.at("layer_types");
+    if (!types.is_array()) return r.WrongType("layer_types", "a list of strings");
+    for (const json& t : types) {
+      if (t != "full_attention") {
+        return absl::UnimplementedError(
+            absl::StrCat(r.path(), ": layer_types entry ", t.dump(),
+                         " is not supported (only \"full_attention\")"));
+      }
+    }
+  }
+  // Qwen2 configs carry a sliding_window that applies only with use_sliding_window (checked
+  // above); Mistral-style configs apply it whenever it is set.
+  if (r.Has("sliding_window") && !r.Has("use_sliding_window")) {
+    ASSIGN_OR_RETURN(int64_t window, r.Int("sliding_window", std::nullopt));
+    if (window < max_positions) {
+      return absl::UnimplementedError(
+          absl::StrCat(r.path(), ": sliding_window ", window,
+                       " is not supported (sliding-window attention; max_position_embeddings is ",
+                       max_positions, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The family-specific keys: biases, experts, GraniteMoE's multipliers.
+absl::Status ReadFamily(const Reader& r, ModelConfig* c) {
+  const std::string& path = r.path();
+  switch (c->family) {
+    case ModelFamily::kLlama: {
+      ASSIGN_OR_RETURN(c->attention_bias, r.Bool("attention_bias", false));
+      c->o_proj_bias = c->attention_bias;
+      ASSIGN_OR_RETURN(c->mlp_bias, r.Bool("mlp_bias", false));
+      break;
+    }
+    case ModelFamily::kQwen2:
+      // Qwen2Attention hard-codes bias=True on q/k/v and bias=False on o_proj.
+      c->attention_bias = true;
+      c->o_proj_bias = false;
+      break;
+    case ModelFamily::kMixtral:
+    case ModelFamily::kGraniteMoe: {
+      ASSIGN_OR_RETURN(c->num_experts, r.Int("num_local_experts", 8));
+      ASSIGN_OR_RETURN(c->num_experts_per_tok, r.Int("num_experts_per_tok", 2));
+      if (c->num_experts < 1 || c->num_experts_per_tok < 1 ||
+          c->num_experts_per_tok > c->num_experts) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": num_experts_per_tok (", c->num_experts_per_tok,
+                         ") must be in [1, num_local_experts (", c->num_experts, ")]"));
+      }
+      if (c->family == ModelFamily::kMixtral) break;
+      // GraniteMoeAttention puts attention_bias on all four projections.
+      ASSIGN_OR_RETURN(c->attention_bias, r.Bool("attention_bias", false));
+      c->o_proj_bias = c->attention_bias;
+      // GraniteMoeConfig's defaults are all 1.0 (attention_multiplier too: not 1/sqrt(d)).
+      ASSIGN_OR_RETURN(double emb, r.Number("embedding_multiplier", 1.0));
+      ASSIGN_OR_RETURN(double res, r.Number("residual_multiplier", 1.0));
+      ASSIGN_OR_RETURN(double att, r.Number("attention_multiplier", 1.0));
+      ASSIGN_OR_RETURN(double logits, r.Number("logits_scaling", 1.0));
+      if (logits == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(path, ": logits_scaling must be non-zero"));
+      }
+      c->embedding_multiplier = static_cast<float>(emb);
+      c->residual_multiplier = static_cast<float>(res);
+      c->attention_scale = static_cast<float>(att);
+      c->logits_scaling = static_cast<float>(logits);
+      break;
+    }
   }
   return absl::OkStatus();
 }
@@ -163,12 +297,16 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
     return r.WrongType("architectures", "a non-empty list of strings");
   }
   c.architecture = archs[0].get<std::string>();
-  if (std::find(std::begin(kSupportedArchitectures), std::end(kSupportedArchitectures),
-                c.architecture) == std::end(kSupportedArchitectures)) {
-    return absl::UnimplementedError(absl::StrCat(
-        path, ": architecture '", c.architecture,
-        "' is not supported (supported: ", absl::StrJoin(kSupportedArchitectures, ", "), ")"));
+  const Architecture* arch = nullptr;
+  for (const Architecture& a : kArchitectures) {
+    if (c.architecture == a.name) arch = &a;
   }
+  if (arch == nullptr) {
+    return absl::UnimplementedError(
+        absl::StrCat(path, ": architecture '", c.architecture,
+                     "' is not supported (supported: ", SupportedArchitectures(), ")"));
+  }
+  c.family = arch->family;
   // HF's LlamaConfig defaults hidden_act to silu, so an absent key means silu too.
   ASSIGN_OR_RETURN(std::string act, r.String("hidden_act", "silu"));
   if (act != "silu") {
@@ -187,9 +325,9 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   ASSIGN_OR_RETURN(double eps, r.Number("rms_norm_eps", c.rms_norm_eps));
   c.rms_norm_eps = static_cast<float>(eps);
   ASSIGN_OR_RETURN(c.tie_word_embeddings, r.Bool("tie_word_embeddings", false));
-  ASSIGN_OR_RETURN(c.attention_bias, r.Bool("attention_bias", false));
-  ASSIGN_OR_RETURN(c.mlp_bias, r.Bool("mlp_bias", false));
+  RETURN_IF_ERROR(ReadFamily(r, &c));
   RETURN_IF_ERROR(ReadRope(r, &c));
+  RETURN_IF_ERROR(CheckNoSlidingWindow(r, c.max_position_embeddings));
 
   for (const char* key :
        {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -216,6 +354,9 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   if (c.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": head_dim must be even for rope, got ", c.head_dim));
+  }
+  if (c.family != ModelFamily::kGraniteMoe) {
+    c.attention_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   }
   if (!(c.rms_norm_eps > 0)) {
     return absl::InvalidArgumentError(

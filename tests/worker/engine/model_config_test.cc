@@ -90,22 +90,22 @@ TEST(ModelConfigTest, EosListMergedWithGenerationConfig) {
 
 TEST(ModelConfigTest, UnsupportedArchitectureNamed) {
   json cfg = BaseConfig();
-  cfg["architectures"] = {"MixtralForCausalLM"};
+  cfg["architectures"] = {"GPT2LMHeadModel"};
   auto c = LoadModelConfig(WriteDir(cfg));
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(c.status().message(), AllOf(HasSubstr("config.json"), HasSubstr("MixtralForCausalLM"),
+  EXPECT_THAT(c.status().message(), AllOf(HasSubstr("config.json"), HasSubstr("GPT2LMHeadModel"),
                                           HasSubstr("LlamaForCausalLM")));
 }
 
 TEST(ModelConfigTest, UnknownRopeTypeNamed) {
   json cfg = BaseConfig();
   cfg.erase("rope_theta");
-  cfg["rope_parameters"] = {{"rope_theta", 500000.0}, {"rope_type", "llama3"}, {"factor", 8.0}};
+  cfg["rope_parameters"] = {{"rope_theta", 500000.0}, {"rope_type", "dynamic"}, {"factor", 8.0}};
   auto c = LoadModelConfig(WriteDir(cfg));
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_THAT(c.status().message(), HasSubstr("'llama3'"));
+  EXPECT_THAT(c.status().message(), HasSubstr("'dynamic'"));
 
   cfg = BaseConfig();
   cfg["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
