@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -110,26 +111,42 @@ absl::StatusOr<std::vector<v1::WorkerStatus>> BatchClient::Workers(double timeou
 }
 
 absl::StatusOr<v1::Job> BatchClient::Wait(const std::string& job_id, double timeout_s,
-                                          const std::function<void(const v1::Job&)>& on_update) {
-  v1::GetJobRequest request;
-  request.set_job_id(job_id);
-  grpc::ClientContext ctx;
-  SetDeadline(&ctx, timeout_s);
-  auto reader = stub_->WatchJob(&ctx, request);
-  v1::Job job;
-  v1::Job last;
-  bool any = false;
-  while (reader->Read(&job)) {
-    last = job;
-    any = true;
-    if (on_update) on_update(job);
+                                          const std::function<void(const v1::Job&)>& on_update,
+                                          double unreachable_grace_s) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  auto unreachable_since = Clock::time_point::max();
+  while (true) {
+    const double left = std::chrono::duration<double>(deadline - Clock::now()).count();
+    if (left <= 0) return absl::DeadlineExceededError(absl::StrCat("job ", job_id, " still runs"));
+    v1::GetJobRequest request;
+    request.set_job_id(job_id);
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, left);
+    auto reader = stub_->WatchJob(&ctx, request);
+    v1::Job job;
+    v1::Job last;
+    bool any = false;
+    while (reader->Read(&job)) {
+      last = job;
+      any = true;
+      unreachable_since = Clock::time_point::max();
+      if (on_update) on_update(job);
+    }
+    absl::Status s = FromGrpcStatus(reader->Finish());
+    if (s.ok() && any && IsTerminal(last.state())) return last;
+    if (s.code() != absl::StatusCode::kUnavailable) {
+      if (!s.ok()) return Annotate(s);
+      return absl::InternalError(absl::StrCat("watch of job ", job_id, " ended early"));
+    }
+    const auto now = Clock::now();
+    if (unreachable_since == Clock::time_point::max()) unreachable_since = now;
+    if (now - unreachable_since >=
+        std::chrono::milliseconds(int64_t(unreachable_grace_s * 1000))) {
+      return Annotate(s);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  absl::Status s = FromGrpcStatus(reader->Finish());
-  if (!s.ok()) return Annotate(s);
-  if (!any || !IsTerminal(last.state())) {
-    return absl::InternalError(absl::StrCat("watch of job ", job_id, " ended early"));
-  }
-  return last;
 }
 
 bool IsTerminal(v1::JobState state) {

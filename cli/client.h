@@ -22,9 +22,12 @@ class BatchClient {
   absl::StatusOr<std::vector<std::string>> Results(const std::string& job_id);
   absl::StatusOr<std::vector<v1::WorkerStatus>> Workers(double timeout_s = 10);
   // Follows the job until it ends (returns its final state) or `timeout_s` passes
-  // (DeadlineExceeded); `on_update` sees every state the coordinator streams.
+  // (DeadlineExceeded); `on_update` sees every state the coordinator streams. While the
+  // coordinator is unreachable (restarting with its state database) it keeps trying for up to
+  // `unreachable_grace_s` before giving up.
   absl::StatusOr<v1::Job> Wait(const std::string& job_id, double timeout_s,
-                               const std::function<void(const v1::Job&)>& on_update);
+                               const std::function<void(const v1::Job&)>& on_update,
+                               double unreachable_grace_s = 60);
   const std::string& address() const { return address_; }
 
  private:

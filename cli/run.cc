@@ -155,7 +155,8 @@ int RunJob(const RunOptions& options) {
   absl::StatusOr<v1::Job> final_job;
   while (true) {
     if (remaining() <= 0) return kill_on_timeout(&client, job_id);
-    final_job = client.Wait(job_id, std::min(remaining(), 5.0), on_update);
+    final_job = client.Wait(job_id, std::min(remaining(), 5.0), on_update,
+                           /*unreachable_grace_s=*/0);
     if (final_job.ok()) break;
     if (auto ended = TryReap(coordinator_pid)) return coordinator_failed(*ended);
     if (final_job.status().code() != absl::StatusCode::kDeadlineExceeded) {

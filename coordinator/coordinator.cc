@@ -155,6 +155,8 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
     args.SetMaxSendMessageSize(256 << 20);
     // Each worker gets its own connection so one hung peer cannot stall another's calls.
     args.SetInt("grpc.use_local_subchannel_pool", 1);
+    // Reconnect quickly after a worker restarts (gRPC's default backoff grows to 120 s).
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
     w->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     w->stub = v1::WorkerService::NewStub(w->channel);
     w->health = grpc::health::v1::Health::NewStub(w->channel);
@@ -287,11 +289,11 @@ void Coordinator::RevokeShardLocked(Job* job, const std::shared_ptr<Shard>& shar
 // ---------------------------------------------------------------------------------------------
 // Jobs
 
-absl::StatusOr<v1::Job> Coordinator::Submit(const v1::SubmitJobRequest& request) {
+std::unique_ptr<Coordinator::Job> Coordinator::ParseJob(const std::vector<std::string>& lines) {
   auto job = std::make_unique<Job>();
   std::map<std::string, int64_t> first_line_of;
   int64_t line_number = 0;
-  for (const std::string& line : request.lines()) {
+  for (const std::string& line : lines) {
     ++line_number;
     if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;  // blank line
     const int64_t index = job->requests.size();
@@ -307,36 +309,105 @@ absl::StatusOr<v1::Job> Coordinator::Submit(const v1::SubmitJobRequest& request)
     }
     job->requests.push_back(std::move(r));
   }
+  return job;
+}
+
+void Coordinator::ActivateJobLocked(Job* job, const std::map<int64_t, StoredResult>* known,
+                                    Callbacks* after) {
+  const std::string& id = job->info.id();
+  job->info.set_total(job->requests.size());
+  job->info.set_completed(0);
+  job->info.set_failed(0);
+  job->info.set_prompt_tokens(0);
+  job->info.set_generated_tokens(0);
+  job->results.assign(job->requests.size(), "");
+  job->done.assign(job->requests.size(), false);
+  const bool terminal = IsTerminal(job->info.state());
+  for (auto& r : job->requests) {
+    if (known != nullptr) {
+      auto it = known->find(r.index);
+      if (it != known->end()) {
+        job->done[r.index] = true;
+        job->results[r.index] = it->second.line;
+        job->info.set_completed(job->info.completed() + 1);
+        if (!it->second.ok) job->info.set_failed(job->info.failed() + 1);
+        job->info.set_prompt_tokens(job->info.prompt_tokens() + it->second.prompt_tokens);
+        job->info.set_generated_tokens(job->info.generated_tokens() +
+                                       it->second.generated_tokens);
+        continue;
+      }
+    }
+    if (terminal) continue;
+    if (!r.status.ok()) {
+      RecordResultLocked(job, r.index, RenderError(r, id, 400, std::string(r.status.message())),
+                         false, 0, 0, after);
+      continue;
+    }
+    // Unseeded requests get a per-job seed so that a re-dispatched request samples the same
+    // way on any replica, and a job's results do not depend on how it was partitioned.
+    if (!r.item.params().has_seed()) r.item.mutable_params()->set_seed(job->seed_base + r.index);
+    job->pending.push_back(r.index);
+  }
+  MaybeFinishJobLocked(job);
+}
+
+void Coordinator::PersistJobLocked(const Job& job) {
+  if (store_ != nullptr) store_->UpdateJob(job.info);
+}
+
+absl::Status Coordinator::AttachStore(std::unique_ptr<JobStore> store) {
+  auto stored = store->LoadAll();
+  if (!stored.ok()) return stored.status();
+  Callbacks after;
+  absl::MutexLock lock(&mu_);
+  store_ = std::move(store);
+  int unfinished = 0;
+  for (StoredJob& s : *stored) {
+    std::unique_ptr<Job> job = ParseJob(s.lines);
+    job->info = s.info;
+    job->seed_base = s.seed_base;
+    Job* j = job.get();
+    jobs_[j->info.id()] = std::move(job);
+    job_order_.push_back(j->info.id());
+    ActivateJobLocked(j, &s.results, &after);
+    if (!IsTerminal(j->info.state())) {
+      ++unfinished;
+      LOG_INFO("resuming job {}: {} of {} results already made", j->info.id(),
+               j->info.completed(), j->info.total());
+    }
+  }
+  LOG_INFO("state database: {} jobs, {} unfinished", stored->size(), unfinished);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Job> Coordinator::Submit(const v1::SubmitJobRequest& request) {
+  std::vector<std::string> lines(request.lines().begin(), request.lines().end());
+  std::unique_ptr<Job> job = ParseJob(lines);
+  std::random_device rd;
+  job->seed_base = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  job->info.set_name(request.name());
+  job->info.set_state(v1::JOB_STATE_QUEUED);
+  job->info.set_total(job->requests.size());
+  job->info.set_created_at(UnixSeconds(absl::Now()));
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return absl::UnavailableError("coordinator is shutting down");
+    job->info.set_id(absl::StrCat("job-", instance_, "-", next_id_++));
+  }
+  // Durable before it is acknowledged, and written without holding the coordinator's lock.
+  if (store_ != nullptr) {
+    absl::Status s = store_->CreateJob(job->info, job->seed_base, lines);
+    if (!s.ok()) return s;
+  }
   Callbacks after;
   v1::Job info;
   {
     absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::UnavailableError("coordinator is shutting down");
-    const std::string id = absl::StrCat("job-", instance_, "-", next_id_++);
-    job->info.set_id(id);
-    job->info.set_name(request.name());
-    job->info.set_state(v1::JOB_STATE_QUEUED);
-    job->info.set_total(job->requests.size());
-    job->info.set_created_at(UnixSeconds(absl::Now()));
-    job->results.resize(job->requests.size());
-    job->done.resize(job->requests.size(), false);
-    // Unseeded requests get a per-job seed so that a re-dispatched request samples the same
-    // way on any replica, and a job's results do not depend on how it was partitioned.
-    std::random_device rd;
-    const uint64_t seed_base = (static_cast<uint64_t>(rd()) << 32) ^ rd();
     Job* j = job.get();
+    const std::string id = j->info.id();
     jobs_[id] = std::move(job);
     job_order_.push_back(id);
-    for (auto& r : j->requests) {
-      if (!r.status.ok()) {
-        RecordResultLocked(j, r.index,
-                           RenderError(r, id, 400, std::string(r.status.message())), false, 0, 0, &after);
-        continue;
-      }
-      if (!r.item.params().has_seed()) r.item.mutable_params()->set_seed(seed_base + r.index);
-      j->pending.push_back(r.index);
-    }
-    MaybeFinishJobLocked(j);
+    ActivateJobLocked(j, nullptr, &after);
     LOG_INFO("job {} submitted: {} requests ({} refused at parse)", id, j->info.total(),
              j->info.failed());
     info = j->info;
@@ -378,6 +449,7 @@ absl::StatusOr<v1::Job> Coordinator::Cancel(const std::string& job_id) {
         RevokeShardLocked(job, s);
       }
       job->pending.clear();
+      PersistJobLocked(*job);
       LOG_INFO("job {} cancelled with {}/{} results", job_id, job->info.completed(),
                job->info.total());
       NotifyLocked(job_id, &after);
@@ -389,6 +461,9 @@ absl::StatusOr<v1::Job> Coordinator::Cancel(const std::string& job_id) {
 }
 
 absl::StatusOr<std::vector<std::string>> Coordinator::Results(const std::string& job_id) {
+  // Results are handed out only once they are durable, so a restart cannot take back a result
+  // a client has already seen.
+  if (store_ != nullptr) store_->Flush();
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
@@ -441,6 +516,10 @@ void Coordinator::RecordResultLocked(Job* job, int64_t index, std::string line, 
   if (!ok) job->info.set_failed(job->info.failed() + 1);
   job->info.set_prompt_tokens(job->info.prompt_tokens() + prompt_tokens);
   job->info.set_generated_tokens(job->info.generated_tokens() + generated_tokens);
+  if (store_ != nullptr) {
+    store_->RecordResult(job->info.id(), index,
+                         StoredResult{job->results[index], ok, prompt_tokens, generated_tokens});
+  }
   MaybeFinishJobLocked(job);
   NotifyLocked(job->info.id(), after);
 }
@@ -452,6 +531,7 @@ void Coordinator::MaybeFinishJobLocked(Job* job) {
   const double now = UnixSeconds(absl::Now());
   if (job->info.started_at() == 0) job->info.set_started_at(now);
   job->info.set_finished_at(now);
+  PersistJobLocked(*job);
   LOG_INFO("job {} completed: {} requests, {} failed, {} generated tokens in {:.2f} s",
            job->info.id(), job->info.total(), job->info.failed(), job->info.generated_tokens(),
            job->info.finished_at() - job->info.started_at());
@@ -564,6 +644,7 @@ void Coordinator::DispatchLocked(Callbacks* after) {
       job->info.set_state(v1::JOB_STATE_RUNNING);
       job->info.set_started_at(UnixSeconds(absl::Now()));
       job->info.set_model(model);
+      PersistJobLocked(*job);
     }
     std::vector<int64_t> items;
     while (!job->pending.empty()) {

@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/batch_format.h"
+#include "coordinator/job_store.h"
 #include "dpinfer/v1/batch.pb.h"
 #include "dpinfer/v1/worker.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -51,6 +52,9 @@ class Coordinator {
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
+
+  // Makes jobs durable in `store` and resumes the unfinished jobs it holds (call before Start).
+  absl::Status AttachStore(std::unique_ptr<JobStore> store);
 
   void Start();
   // Cancels every shard call, joins the threads. Idempotent.
@@ -123,7 +127,7 @@ class Coordinator {
     std::vector<bool> done;
     std::deque<int64_t> pending;       // valid requests waiting to be dispatched
     std::map<std::string, std::shared_ptr<Shard>> shards;
-    int64_t succeeded = 0;
+    uint64_t seed_base = 0;
   };
   struct Listener {
     std::string job_id;
@@ -131,6 +135,14 @@ class Coordinator {
   };
   using Callbacks = std::vector<std::function<void()>>;
 
+  // Parses submitted lines into a job's requests (blank lines skipped, duplicate custom_ids
+  // refused).
+  static std::unique_ptr<Job> ParseJob(const std::vector<std::string>& lines);
+  // Makes a parsed job live: applies results already known (a restored job), records the parse
+  // errors, seeds unseeded requests and queues the rest.
+  void ActivateJobLocked(Job* job, const std::map<int64_t, StoredResult>* known,
+                         Callbacks* after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistJobLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MonitorLoop();
   // Declares dead workers, starts health checks, dispatches; returns work to run unlocked.
   void CheckWorkersLocked(Callbacks* after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -166,6 +178,7 @@ class Coordinator {
   // Health checks in flight hold this count; Stop() waits for it to drain.
   int32_t health_calls_ ABSL_GUARDED_BY(mu_) = 0;
   const std::string instance_;  // random prefix for ids, unique per coordinator run
+  std::unique_ptr<JobStore> store_;  // null: jobs live in memory only
 };
 
 }  // namespace dpinfer::coordinator

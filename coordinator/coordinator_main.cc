@@ -13,6 +13,7 @@
 #include "common/logging.h"
 #include "common/subprocess.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/job_store.h"
 #include "coordinator/local_workers.h"
 #include "coordinator/service.h"
 
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   dpinfer::coordinator::LocalWorkersOptions local;
   std::string model;
   std::string log_level = "info";
+  std::string state_db;
   app.add_option("--listen", listen,
                  "HOST:PORT to serve on (port 0 picks a free one; default port from "
                  "DPINFER_MASTER_PORT, else 8470)");
@@ -71,6 +73,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-dir", local.log_dir, "local workers write worker-<rank>.log here");
   app.add_option("--max-worker-restarts", local.max_restarts,
                  "replacements per rank for local workers that die");
+  app.add_option("--state-db", state_db,
+                 "SQLite file that keeps jobs and results across coordinator restarts; "
+                 "unfinished jobs resume on start (default: jobs live in memory only)");
   app.add_option("--log-level", log_level, "debug, info, warn or error");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -88,6 +93,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   dpinfer::coordinator::Coordinator coordinator(options);
+  if (!state_db.empty()) {
+    auto store = dpinfer::coordinator::JobStore::Open(state_db);
+    absl::Status s = store.ok() ? coordinator.AttachStore(std::move(*store)) : store.status();
+    if (!s.ok()) {
+      std::cerr << "dpinfer-coordinator: " << s.message() << "\n";
+      return 1;
+    }
+  }
   dpinfer::coordinator::BatchServiceImpl batch(&coordinator);
   dpinfer::coordinator::CoordinatorServiceImpl internal(&coordinator);
   int port = 0;

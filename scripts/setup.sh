@@ -6,7 +6,7 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 packages=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libabsl-dev
-  libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libicu-dev
+  libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libsqlite3-dev libicu-dev
 )
 missing=()
 for p in "${packages[@]}"; do

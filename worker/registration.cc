@@ -17,8 +17,11 @@ Registration::Registration(std::string coordinator_address, v1::RegisterRequest 
     : coordinator_address_(std::move(coordinator_address)),
       request_(std::move(request)),
       progress_(std::move(progress)) {
-  stub_ = v1::CoordinatorService::NewStub(
-      grpc::CreateChannel(coordinator_address_, grpc::InsecureChannelCredentials()));
+  grpc::ChannelArguments args;
+  // Find a restarted coordinator within seconds (gRPC's default backoff grows to 120 s).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  stub_ = v1::CoordinatorService::NewStub(grpc::CreateCustomChannel(
+      coordinator_address_, grpc::InsecureChannelCredentials(), args));
 }
 
 Registration::~Registration() { Stop(); }

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -53,30 +54,47 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions options) 
   if (options.model_dir.empty()) options.model_dir = StoriesDir();
   c->options_ = options;
   c->dir_ = MakeTempDir();
-  const std::string port_file = c->dir_ + "/port";
-  std::vector<std::string> argv = {BinDir() + "/dpinfer-coordinator", "--listen", "127.0.0.1:0",
-                                   "--port-file", port_file};
-  argv.insert(argv.end(), options.coordinator_args.begin(), options.coordinator_args.end());
-  auto coordinator = Process::Start(argv, c->dir_ + "/coordinator.log");
-  if (!coordinator.ok()) return coordinator.status();
-  c->coordinator_ = std::move(*coordinator);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (c->port_ == 0) {
-    std::ifstream in(port_file);
-    if (!(in >> c->port_)) c->port_ = 0;
-    if (c->port_ != 0) break;
-    if (!c->coordinator_->Running()) return absl::InternalError("coordinator exited at start");
-    if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError("coordinator did not start");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  absl::Status started = c->StartCoordinator("127.0.0.1:0");
+  if (!started.ok()) return started;
   c->client_ = std::make_unique<cli::BatchClient>(absl::StrCat("127.0.0.1:", c->port_));
   for (int i = 0; i < options.workers; ++i) {
     auto added = c->AddWorker();
     if (!added.ok()) return added.status();
   }
   return c;
+}
+
+absl::Status Cluster::StartCoordinator(const std::string& listen) {
+  const std::string port_file = dir_ + "/port";
+  std::remove(port_file.c_str());
+  std::vector<std::string> argv = {BinDir() + "/dpinfer-coordinator", "--listen", listen,
+                                   "--port-file", port_file};
+  argv.insert(argv.end(), options_.coordinator_args.begin(), options_.coordinator_args.end());
+  auto coordinator = Process::Start(argv, dir_ + "/coordinator.log");
+  if (!coordinator.ok()) return coordinator.status();
+  coordinator_ = std::move(*coordinator);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  int port = 0;
+  while (true) {
+    std::ifstream in(port_file);
+    if (in >> port && port != 0) break;
+    if (!coordinator_->Running()) return absl::InternalError("coordinator exited at start");
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError("coordinator did not start");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  port_ = port;
+  return absl::OkStatus();
+}
+
+absl::Status Cluster::RestartCoordinator() {
+  coordinator_->Signal(SIGKILL);
+  while (coordinator_->Running()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  absl::Status s = StartCoordinator(absl::StrCat("127.0.0.1:", port_));
+  // A fresh channel, as a new client process would have.
+  client_ = std::make_unique<cli::BatchClient>(absl::StrCat("127.0.0.1:", port_));
+  return s;
 }
 
 absl::StatusOr<int> Cluster::AddWorker(std::vector<std::string> extra_args,

@@ -49,6 +49,9 @@ class Cluster {
   // Starts one more worker; returns its index in workers().
   absl::StatusOr<int> AddWorker(std::vector<std::string> extra_args = {},
                                 std::map<std::string, std::string> env = {});
+  // SIGKILLs the coordinator and starts it again on the same port with the same flags (the
+  // workers keep running and find it again).
+  absl::Status RestartCoordinator();
   // Waits until `n` workers are registered and ready.
   absl::Status WaitForWorkers(int n, double timeout_s = 60);
   cli::BatchClient& client() { return *client_; }
@@ -58,6 +61,7 @@ class Cluster {
   const std::string& dir() const { return dir_; }
 
  private:
+  absl::Status StartCoordinator(const std::string& listen);
   ClusterOptions options_;
   std::string dir_;
   int port_ = 0;

@@ -175,6 +175,46 @@ TEST(FaultsTest, HungWorkerOwnedByTheCoordinatorIsKilled) {
   EXPECT_NE(kill(victim, 0), 0) << "hung worker pid " << victim << " is still alive";
 }
 
+// With --state-db, the coordinator itself may crash: restarted on the same database and port, it
+// still knows the job, keeps the results made before the crash, and finishes the rest on the
+// workers, which register again by themselves.
+TEST(FaultsTest, CoordinatorCrashMidJobResumesFromTheStateDatabase) {
+  SKIP_WITHOUT_SHARED();
+  const std::string state = MakeTempDir() + "/state.db";
+  std::vector<std::string> args = kFastFailureArgs;
+  args.insert(args.end(), {"--state-db", state, "--dp-size", "2"});
+  auto cluster =
+      Cluster::Start({.workers = 2, .coordinator_args = args, .worker_args = kWorkerArgs});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  ASSERT_TRUE((*cluster)->WaitForWorkers(2).ok());
+  const json ref = LoadStoriesReference();
+  std::vector<std::string> lines = BigJob(ref, kJobSize);
+  lines.push_back("this line is not JSON");
+  auto job = (*cluster)->client().Submit(lines, "durable");
+  ASSERT_TRUE(job.ok());
+  WaitUntilMidJob((*cluster)->client(), job->id(), 200);
+  ASSERT_TRUE((*cluster)->RestartCoordinator().ok());
+  auto& client = (*cluster)->client();
+  auto resumed = client.Get(job->id());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->total(), kJobSize + 1);
+  EXPECT_GT(resumed->completed(), 1) << "results made before the crash were lost";
+  EXPECT_LT(resumed->completed(), resumed->total());
+  auto done = client.Wait(job->id(), 180, nullptr);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), v1::JOB_STATE_COMPLETED);
+  EXPECT_EQ(done->failed(), 1);
+  auto results = client.Results(job->id());
+  ASSERT_TRUE(results.ok());
+  ASSERT_EQ(results->size(), lines.size());
+  const json bad = json::parse(results->back());
+  EXPECT_EQ(bad["response"]["status_code"], 400);
+  results->pop_back();
+  ExpectExactlyOnceAndCorrect(*results, ref, kJobSize);
+  // Both workers came back to the new coordinator.
+  EXPECT_TRUE((*cluster)->WaitForWorkers(2, 30).ok());
+}
+
 TEST(FaultsTest, RunTimeoutKillsEveryProcessAndSaysWhich) {
   SKIP_WITHOUT_SHARED();
   const std::string dir = MakeTempDir();

@@ -12,7 +12,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <queue>
+#include <shared_mutex>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -926,6 +928,33 @@ class AddedTokenMatcher {
 // ---------------------------------------------------------------------------------------------
 // The BPE model.
 
+// Word -> ids memo, as HF's BPE keeps one: natural text repeats its words so much that most
+// words of a prompt were merged before, and a lookup costs far less than a merge. Encode is const
+// and may run on several threads, so the map sits behind a shared mutex; writers only try the
+// lock, and once full the cache stops growing (HF does both), which keeps a lookup from ever
+// waiting behind a writer for long and bounds the memory.
+class WordCache {
+ public:
+  // Appends the cached ids of `word` and returns true on a hit.
+  bool Lookup(std::string_view word, std::vector<int32_t>* ids) const {
+    std::shared_lock lock(mu_);
+    auto it = map_.find(AbslView(word));
+    if (it == map_.end()) return false;
+    ids->insert(ids->end(), it->second.begin(), it->second.end());
+    return true;
+  }
+  void Insert(std::string_view word, std::vector<int32_t> ids) {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock() || map_.size() >= kCapacity) return;
+    map_.emplace(std::string(word), std::move(ids));
+  }
+
+ private:
+  static constexpr size_t kCapacity = 10000;  // HF's DEFAULT_CACHE_CAPACITY
+  mutable std::shared_mutex mu_;
+  absl::flat_hash_map<std::string, std::vector<int32_t>> map_;
+};
+
 class BpeModel {
  public:
   static absl::StatusOr<std::unique_ptr<BpeModel>> Load(const Json& j, const LoadContext& ctx) {
@@ -996,11 +1025,15 @@ class BpeModel {
         return;
       }
     }
+    const bool cacheable = word.size() <= kMaxCachedWordBytes;
+    if (cacheable && cache_.Lookup(word, ids)) return;
+    const size_t mark = ids->size();
     std::vector<Symbol> symbols = InitialSymbols(word);
     MergeAll(&symbols);
     for (const Symbol& symbol : symbols) {
       if (symbol.alive) ids->push_back(symbol.id);
     }
+    if (cacheable) cache_.Insert(word, std::vector<int32_t>(ids->begin() + mark, ids->end()));
   }
 
  private:
@@ -1125,6 +1158,9 @@ class BpeModel {
   bool ignore_merges_ = false;
   std::string continuing_subword_prefix_;
   std::string end_of_word_suffix_;
+  // Byte-level words are short; SentencePiece-style "words" are whole prompts, not worth keeping.
+  static constexpr size_t kMaxCachedWordBytes = 256;
+  mutable WordCache cache_;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -3,12 +3,14 @@
 // never releases part of a character whose bytes span tokens; and small hand-made tokenizer.json
 // files pin down the Llama 3 layout (Split regex + ByteLevel without regex, ignore_merges, BOS
 // template), the Split delimiter behaviors, NFC normalization and the errors for bad components.
+#include <atomic>
 #include <cstdint>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -109,6 +111,24 @@ TEST_F(Gpt2TokenizerTest, EncodesEveryVocabTestVector) {
   for (const Vector& v : vectors_) {
     EXPECT_THAT(Encode(v.text), ElementsAreArray(v.ids)) << "text: \"" << v.text << "\"";
   }
+}
+
+TEST_F(Gpt2TokenizerTest, EncodesConcurrently) {
+  // Encode is const and shares the BPE word cache between threads.
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 20; ++round) {
+        for (size_t i = t % 2; i < vectors_.size(); ++i) {
+          auto ids = tokenizer_->Encode(vectors_[i].text, false);
+          if (!ids.ok() || *ids != vectors_[i].ids) ++mismatches;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST_F(Gpt2TokenizerTest, AddsNoSpecialTokens) {
