@@ -2,7 +2,10 @@
 // of ids, [prefix_offset, end), and releases the new window text minus the text of the context
 // [prefix_offset, read_offset). Decoding a window instead of the whole sequence keeps a step
 // O(window); decoding it with a context gives the new piece the right leading space (a "▁" token
-// renders as " " only after other text) and lets byte-fallback bytes complete a character.
+// renders as " " only after other text) and lets bytes complete a character: byte-fallback
+// tokens ("<0xE6>") and byte-level tokens (GPT-2's "æĹ", two bytes of a three-byte character)
+// alike leave a character open at a token boundary, which Decode renders as U+FFFD until the
+// bytes that finish it arrive.
 #include <algorithm>
 #include <string>
 #include <string_view>
@@ -115,9 +118,10 @@ std::string IncrementalDetokenizer::Release(bool flush) {
   const std::string prefix_text = DecodeWindow(read_offset_);
   const std::string new_text = DecodeWindow(ids_.size());
   // Hold back while nothing new rendered, while the newest bytes are an unfinished character
-  // (ByteFallback renders those as U+FFFD until the rest arrives), and while the window ends in an
-  // open run of byte tokens: a later byte that makes the run invalid turns all of it into U+FFFD
-  // in Decode(all ids), already-complete characters included, and released text cannot change.
+  // (ByteFallback and ByteLevel render those as U+FFFD until the rest arrives), and while the
+  // window ends in an open run of byte-fallback tokens: a later byte that makes the run invalid
+  // turns all of it into U+FFFD in Decode(all ids), already-complete characters included, and
+  // released text cannot change.
   if (!flush && (new_text.size() <= prefix_text.size() || new_text.ends_with(kReplacementChar) ||
                  EndsWithIncompleteUtf8(new_text) || EndsInByteRun())) {
     return "";
