@@ -84,6 +84,9 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
                                                              kernels::Backend* backend) {
   ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(model_dir));
   std::unique_ptr<LlamaModel> m(new LlamaModel(config, backend));
+  if (m->config_.attention_scale == 0.0f) {
+    m->config_.attention_scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));
+  }
   const int64_t hidden = config.hidden_size;
   const int64_t inter = config.intermediate_size;
   const int64_t q_dim = config.num_heads * config.head_dim;

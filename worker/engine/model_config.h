@@ -43,7 +43,8 @@ struct ModelConfig {
   bool attention_bias = false;  // bias on q/k/v projections
   bool o_proj_bias = false;     // bias on o_proj (Llama ties it to attention_bias; Qwen2 has none)
   bool mlp_bias = false;
-  // Attention score scale: 1/sqrt(head_dim), or GraniteMoE's attention_multiplier.
+  // Attention score scale: 1/sqrt(head_dim), or GraniteMoE's attention_multiplier. 0 (a config
+  // built by hand) means 1/sqrt(head_dim).
   float attention_scale = 0.0f;
   // Mixture of experts (Mixtral, GraniteMoE); num_experts 0 means a dense MLP. intermediate_size
   // is then each expert's size.
