@@ -16,12 +16,12 @@ namespace {
 
 constexpr double kUnaryTimeoutS = 60;
 
-void SetDeadline(grpc::ClientContext* ctx, double seconds) {
-  ctx->set_deadline(std::chrono::system_clock::now() +
-                    std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
-}
-
 }  // namespace
+
+void BatchClient::SetDeadline(grpc::ClientContext* ctx, double seconds) const {
+  ctx->set_deadline(std::min(cap_, std::chrono::system_clock::now() +
+                                       std::chrono::milliseconds(int64_t(seconds * 1000))));
+}
 
 BatchClient::BatchClient(const std::string& address) : address_(address) {
   grpc::ChannelArguments args;

@@ -2,6 +2,7 @@
 // deadline, errors come back as absl::Status naming the coordinator.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,11 +30,15 @@ class BatchClient {
                                const std::function<void(const v1::Job&)>& on_update,
                                double unreachable_grace_s = 60);
   const std::string& address() const { return address_; }
+  // No call made from now on runs past `deadline` (for `dpinfer run --timeout`).
+  void CapDeadlines(std::chrono::system_clock::time_point deadline) { cap_ = deadline; }
 
  private:
+  void SetDeadline(grpc::ClientContext* ctx, double seconds) const;
   absl::Status Annotate(const absl::Status& s) const;
   std::string address_;
   std::unique_ptr<v1::BatchService::Stub> stub_;
+  std::chrono::system_clock::time_point cap_ = std::chrono::system_clock::time_point::max();
 };
 
 bool IsTerminal(v1::JobState state);

@@ -98,6 +98,8 @@ int RunJob(const RunOptions& options) {
     named.push_back(absl::StrFormat("coordinator (pid %d)", coordinator_pid));
     std::string progress;
     if (client != nullptr) {
+      // A short grace to name the processes, even if the coordinator is wedged.
+      client->CapDeadlines(std::chrono::system_clock::now() + std::chrono::seconds(2));
       if (auto workers = client->Workers(1.0); workers.ok()) {
         for (const auto& w : *workers) {
           if (w.state() != "ready") continue;
@@ -139,6 +141,10 @@ int RunJob(const RunOptions& options) {
     }
   }
   BatchClient client(absl::StrCat("127.0.0.1:", port));
+  if (options.timeout_s > 0) {
+    client.CapDeadlines(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(int64_t(remaining() * 1000)));
+  }
   std::string name = std::filesystem::path(options.input_path).filename().string();
   auto job = client.Submit(*lines, name);
   if (!job.ok()) return coordinator_failed("refused the job: " + std::string(job.status().message()));

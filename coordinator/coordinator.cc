@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,40 @@ namespace {
 // and progress, so the call's own deadline is only a backstop.
 constexpr absl::Duration kShardCallDeadline = absl::Hours(72);
 constexpr int kCancelledStatusCode = 499;  // as nginx: the client gave up on the request
+// Far above any prompt a model takes, far below the message limits.
+constexpr size_t kMaxLineBytes = 8 << 20;
+constexpr size_t kMaxShardBytes = 64 << 20;
+
+// Whether a failed Execute call means the worker itself is gone or broken (as opposed to the
+// call being refused, which says nothing about the worker's health).
+bool WorkerAtFault(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case grpc::StatusCode::UNIMPLEMENTED:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::OUT_OF_RANGE:
+    case grpc::StatusCode::PERMISSION_DENIED:
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return false;
+    default:
+      return true;
+  }
+}
+
+// gRPC reports IPv6 peers percent-encoded ("ipv6:%5B::1%5D:5000").
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && std::isxdigit(s[i + 1]) && std::isxdigit(s[i + 2])) {
+      out += static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
 
 double UnixSeconds(absl::Time t) { return absl::ToDoubleSeconds(t - absl::UnixEpoch()); }
 
@@ -31,7 +66,8 @@ std::string PeerHost(std::string_view peer) {
   for (std::string_view scheme : {"ipv4:", "ipv6:"}) {
     if (peer.substr(0, scheme.size()) == scheme) {
       peer.remove_prefix(scheme.size());
-      return std::string(peer.substr(0, peer.rfind(':')));
+      const std::string decoded = PercentDecode(peer);
+      return decoded.substr(0, decoded.rfind(':'));
     }
   }
   return "";
@@ -55,28 +91,32 @@ Coordinator::~Coordinator() { Stop(); }
 void Coordinator::Start() { monitor_ = std::thread([this] { MonitorLoop(); }); }
 
 void Coordinator::Stop() {
-  std::vector<std::shared_ptr<Shard>> to_join;
   {
     absl::MutexLock lock(&mu_);
     if (stopping_ && !monitor_.joinable()) return;
     stopping_ = true;
-    for (auto& [id, job] : jobs_) {
-      for (auto& [sid, shard] : job->shards) {
-        shard->revoked = true;
-        shard->context.TryCancel();
-        to_join.push_back(shard);
-      }
-    }
   }
   if (monitor_.joinable()) monitor_.join();
-  for (auto& s : to_join) {
-    if (s->thread.joinable()) s->thread.join();
+  // Shard threads run callbacks that take mu_, so they are joined without it; a thread can
+  // still be finishing after its shard left live_shards_' bookkeeping, hence the loop.
+  while (true) {
+    std::vector<std::shared_ptr<Shard>> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      for (auto& shard : live_shards_) {
+        shard->revoked = true;
+        shard->context.TryCancel();
+        batch.push_back(shard);
+      }
+      live_shards_.clear();
+      ended_shards_.clear();
+    }
+    if (batch.empty()) break;
+    for (auto& shard : batch) {
+      if (shard->thread.joinable()) shard->thread.join();
+    }
   }
   absl::MutexLock lock(&mu_);
-  for (auto& s : ended_shards_) {
-    if (s->thread.joinable() && s->thread.get_id() != std::this_thread::get_id()) s->thread.join();
-  }
-  ended_shards_.clear();
   mu_.Await(absl::Condition(
       +[](int32_t* n) { return *n == 0; }, &health_calls_));
 }
@@ -112,12 +152,29 @@ absl::StatusOr<v1::RegisterResponse> Coordinator::Register(const v1::RegisterReq
           absl::StrFormat("worker says dp_size %d but this coordinator runs dp_size %d",
                           request.dp_size(), options_.dp_size));
     }
+    if (hung_processes_.count({request.hostname(), request.pid()}) > 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "this worker process (host %s, pid %d) was declared hung: it made no progress while "
+          "holding requests; restart it to serve again",
+          request.hostname(), request.pid()));
+    }
+    for (auto& [id, w] : workers_) {
+      if (!w->dead && w->address == address && w->pid == request.pid() &&
+          w->hostname == request.hostname()) {
+        // A retried Register (its first reply was lost): the same registration again.
+        response.set_worker_id(w->id);
+        response.set_dp_rank(w->rank);
+        response.set_heartbeat_interval_s(options_.heartbeat_interval_s);
+        w->last_heartbeat = absl::Now();
+        return response;
+      }
+    }
     std::set<int32_t> held;
     for (auto& [id, w] : workers_) {
       if (w->dead) continue;
       if (w->address == address) {
-        // The same endpoint registering again means its earlier incarnation is gone.
-        DeclareDeadLocked(w.get(), "re-registered from the same address", &after);
+        // Another process at the same endpoint means the earlier one is gone.
+        DeclareDeadLocked(w.get(), "replaced by a new process at the same address", &after);
         continue;
       }
       if (!request.model().empty() && !w->model.empty() && w->model != request.model()) {
@@ -254,14 +311,21 @@ void Coordinator::DeclareDeadLocked(Worker* worker, const std::string& reason, C
   worker->dead = true;
   worker->dead_reason = reason;
   int64_t requeued = 0;
-  for (const auto& shard : worker->shards) {
+  const std::set<std::shared_ptr<Shard>> shards = worker->shards;
+  for (const auto& shard : shards) {
     auto jit = jobs_.find(shard->job_id);
     if (jit == jobs_.end()) continue;
     requeued += shard->outstanding.size();
-    RevokeShardLocked(jit->second.get(), shard);
+    RevokeShardLocked(jit->second.get(), shard,
+                      absl::StrFormat("worker rank %d (%s) %s", worker->rank, worker->address,
+                                      reason));
     NotifyLocked(shard->job_id, after);
   }
   worker->shards.clear();
+  if (reason.find("no progress") != std::string::npos) {
+    // Its heartbeat thread may be fine while its engine is stuck: keep this process out.
+    hung_processes_.insert({worker->hostname, worker->pid});
+  }
   LOG_WARN("worker {} (rank {}, {}, pid {}) declared dead: {}; {} unanswered requests re-queued",
            worker->id, worker->rank, worker->address, worker->pid, reason, requeued);
   if (death_hook_ && worker->pid > 0) {
@@ -271,10 +335,14 @@ void Coordinator::DeclareDeadLocked(Worker* worker, const std::string& reason, C
   }
 }
 
-void Coordinator::RevokeShardLocked(Job* job, const std::shared_ptr<Shard>& shard) {
+void Coordinator::RevokeShardLocked(Job* job, const std::shared_ptr<Shard>& shard,
+                                    const std::string& reason) {
   if (shard->revoked) return;
   shard->revoked = true;
   shard->context.TryCancel();
+  auto wit = workers_.find(shard->worker_id);
+  if (wit != workers_.end()) wit->second->shards.erase(shard);
+  for (int64_t index : shard->outstanding) job->last_failure[index] = reason;
   // Back to the front of the queue, in index order, so they are dispatched before newer work.
   std::vector<int64_t> back;
   for (int64_t index : shard->outstanding) {
@@ -297,7 +365,15 @@ std::unique_ptr<Coordinator::Job> Coordinator::ParseJob(const std::vector<std::s
     ++line_number;
     if (line.find_first_not_of(" \t\r\n") == std::string::npos) continue;  // blank line
     const int64_t index = job->requests.size();
-    BatchRequest r = ParseBatchLine(line, index, line_number);
+    BatchRequest r;
+    if (line.size() > kMaxLineBytes) {
+      r.index = index;
+      r.status = absl::InvalidArgumentError(absl::StrFormat(
+          "line %d: the request is %d bytes; a line may have at most %d", line_number,
+          line.size(), kMaxLineBytes));
+    } else {
+      r = ParseBatchLine(line, index, line_number);
+    }
     if (r.status.ok() && r.custom_id.has_value()) {
       auto [it, inserted] = first_line_of.emplace(*r.custom_id, line_number);
       if (!inserted) {
@@ -322,6 +398,7 @@ void Coordinator::ActivateJobLocked(Job* job, const std::map<int64_t, StoredResu
   job->info.set_generated_tokens(0);
   job->results.assign(job->requests.size(), "");
   job->done.assign(job->requests.size(), false);
+  job->attempts.assign(job->requests.size(), 0);
   const bool terminal = IsTerminal(job->info.state());
   for (auto& r : job->requests) {
     if (known != nullptr) {
@@ -443,11 +520,7 @@ absl::StatusOr<v1::Job> Coordinator::Cancel(const std::string& job_id) {
       job->info.set_finished_at(UnixSeconds(absl::Now()));
       std::vector<std::shared_ptr<Shard>> shards;
       for (auto& [sid, s] : job->shards) shards.push_back(s);
-      for (auto& s : shards) {
-        auto wit = workers_.find(s->worker_id);
-        if (wit != workers_.end()) wit->second->shards.erase(s);
-        RevokeShardLocked(job, s);
-      }
+      for (auto& s : shards) RevokeShardLocked(job, s, "the job was cancelled");
       job->pending.clear();
       PersistJobLocked(*job);
       LOG_INFO("job {} cancelled with {}/{} results", job_id, job->info.completed(),
@@ -532,6 +605,10 @@ void Coordinator::MaybeFinishJobLocked(Job* job) {
   if (job->info.started_at() == 0) job->info.set_started_at(now);
   job->info.set_finished_at(now);
   PersistJobLocked(*job);
+  // Copies re-dispatched from a worker that answered late after all are now pointless.
+  std::vector<std::shared_ptr<Shard>> leftover;
+  for (auto& [id, shard] : job->shards) leftover.push_back(shard);
+  for (auto& shard : leftover) RevokeShardLocked(job, shard, "the job completed");
   LOG_INFO("job {} completed: {} requests, {} failed, {} generated tokens in {:.2f} s",
            job->info.id(), job->info.total(), job->info.failed(), job->info.generated_tokens(),
            job->info.finished_at() - job->info.started_at());
@@ -556,6 +633,7 @@ void Coordinator::MonitorLoop() {
       if (s->thread.joinable()) s->thread.join();
     }
     absl::MutexLock lock(&mu_);
+    for (auto& s : to_join) live_shards_.erase(s);
     mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(100));
   }
 }
@@ -652,6 +730,17 @@ void Coordinator::DispatchLocked(Callbacks* after) {
       job->pending.pop_front();
       if (job->done[index]) continue;
       const BatchRequest& r = job->requests[index];
+      if (job->attempts[index] >= options_.max_request_attempts) {
+        // Every replica it went to died or refused it: it may be what kills them. Answer it
+        // with an error rather than let it take down the next worker.
+        RecordResultLocked(
+            job, index,
+            RenderError(r, job_id, 500,
+                        absl::StrFormat("request abandoned after %d dispatch attempts; last: %s",
+                                        job->attempts[index], job->last_failure[index])),
+            false, 0, 0, after);
+        continue;
+      }
       if (!r.model.empty() && !model.empty() && r.model != model) {
         RecordResultLocked(job, index,
                            RenderError(r, job_id, 404,
@@ -667,8 +756,16 @@ void Coordinator::DispatchLocked(Callbacks* after) {
     for (size_t r = 0; r < ready.size(); ++r) {
       Worker* w = ready[r];
       const auto& part = parts[r];
-      for (size_t begin = 0; begin < part.size(); begin += options_.max_shard_items) {
-        const size_t end = std::min(part.size(), begin + options_.max_shard_items);
+      for (size_t begin = 0, end = 0; begin < part.size(); begin = end) {
+        // A shard ends at max_shard_items requests or kMaxShardBytes, whichever comes first,
+        // so no dispatch call exceeds the channel's message limit.
+        size_t bytes = 0;
+        for (end = begin; end < part.size() && end - begin < size_t(options_.max_shard_items);
+             ++end) {
+          const size_t item = job->requests[part[end]].item.ByteSizeLong();
+          if (end > begin && bytes + item > kMaxShardBytes) break;
+          bytes += item;
+        }
         auto shard = std::make_shared<Shard>();
         shard->id = absl::StrCat(job_id, "/s", next_id_++);
         shard->job_id = job_id;
@@ -678,6 +775,7 @@ void Coordinator::DispatchLocked(Callbacks* after) {
         for (size_t i = begin; i < end; ++i) {
           *shard->request.add_items() = job->requests[part[i]].item;
           shard->outstanding.insert(part[i]);
+          ++job->attempts[part[i]];
         }
         shard->context.set_deadline(absl::ToChronoTime(absl::Now() + kShardCallDeadline));
         job->shards[shard->id] = shard;
@@ -685,6 +783,7 @@ void Coordinator::DispatchLocked(Callbacks* after) {
         // Progress is measured from the moment a worker has something to do.
         if (w->shards.size() == 1) w->last_progress = absl::Now();
         v1::WorkerService::Stub* stub = w->stub.get();
+        live_shards_.insert(shard);
         shard->thread = std::thread([this, shard, stub] { RunShard(shard, stub); });
       }
     }
@@ -739,7 +838,11 @@ void Coordinator::OnShardEnded(const std::shared_ptr<Shard>& shard, const grpc::
     if (w != nullptr) w->shards.erase(shard);
     if (jit == jobs_.end()) return;
     Job* job = jit->second.get();
-    if (!status.ok()) {
+    NotifyLocked(shard->job_id, &after);
+    const std::string failure = absl::StrFormat(
+        "dispatch to worker rank %d failed: %s", w != nullptr ? w->rank : -1,
+        status.error_message());
+    if (!status.ok() && WorkerAtFault(status.error_code())) {
       // A broken Execute stream means the worker crashed or the link to it failed; either way
       // it cannot be trusted with more work until it registers again.
       LOG_WARN("shard {} on worker {} failed: {} ({})", shard->id, shard->worker_id,
@@ -748,12 +851,18 @@ void Coordinator::OnShardEnded(const std::shared_ptr<Shard>& shard, const grpc::
         w->shards.insert(shard);
         DeclareDeadLocked(w, "dispatch call failed: " + status.error_message(), &after);
       } else {
-        RevokeShardLocked(job, shard);
+        RevokeShardLocked(job, shard, failure);
       }
+    } else if (!status.ok()) {
+      // The call itself was refused (too large, malformed): the worker is fine, the shard is
+      // not. Its requests are retried, and fail alone once they run out of attempts.
+      LOG_WARN("shard {} refused by worker {}: {}", shard->id, shard->worker_id,
+               status.error_message());
+      RevokeShardLocked(job, shard, failure);
     } else if (!shard->outstanding.empty()) {
       LOG_WARN("shard {} ended with {} requests unanswered; re-queueing them", shard->id,
                shard->outstanding.size());
-      RevokeShardLocked(job, shard);
+      RevokeShardLocked(job, shard, "the worker ended the call without answering");
     } else {
       job->shards.erase(shard->id);
     }

@@ -44,6 +44,9 @@ struct CoordinatorOptions {
   int32_t health_check_failures = 3;     // consecutive failed checks -> dead
   int32_t dp_size = 0;       // jobs start once this many workers are ready (0: any one)
   int32_t max_shard_items = 512;  // requests per Execute call (keeps messages small)
+  // Dispatches of one request before it is answered with an error instead (a request that
+  // kills every worker it reaches must not take the whole pool down).
+  int32_t max_request_attempts = 3;
 };
 
 class Coordinator {
@@ -125,6 +128,8 @@ class Coordinator {
     std::vector<BatchRequest> requests;
     std::vector<std::string> results;  // rendered line; "" until answered
     std::vector<bool> done;
+    std::vector<int32_t> attempts;                // dispatches per request
+    std::map<int64_t, std::string> last_failure;  // why a request's last dispatch was revoked
     std::deque<int64_t> pending;       // valid requests waiting to be dispatched
     std::map<std::string, std::shared_ptr<Shard>> shards;
     uint64_t seed_base = 0;
@@ -149,7 +154,9 @@ class Coordinator {
   void DispatchLocked(Callbacks* after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DeclareDeadLocked(Worker* worker, const std::string& reason, Callbacks* after)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RevokeShardLocked(Job* job, const std::shared_ptr<Shard>& shard)
+  // Cancels the shard's call and re-queues its unanswered requests; `reason` is kept for the
+  // error of a request that runs out of attempts.
+  void RevokeShardLocked(Job* job, const std::shared_ptr<Shard>& shard, const std::string& reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RecordResultLocked(Job* job, int64_t index, std::string line, bool ok,
                           int64_t prompt_tokens, int64_t generated_tokens, Callbacks* after)
@@ -171,6 +178,9 @@ class Coordinator {
   std::vector<std::string> job_order_ ABSL_GUARDED_BY(mu_);
   std::map<int64_t, Listener> listeners_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Shard>> ended_shards_ ABSL_GUARDED_BY(mu_);  // to join
+  std::set<std::shared_ptr<Shard>> live_shards_ ABSL_GUARDED_BY(mu_);      // threads not joined
+  // Processes (hostname, pid) declared hung; they may not register again.
+  std::set<std::pair<std::string, int64_t>> hung_processes_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void(int64_t, const std::string&)> death_hook_ ABSL_GUARDED_BY(mu_);

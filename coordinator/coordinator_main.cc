@@ -60,6 +60,10 @@ int main(int argc, char** argv) {
   app.add_option("--health-check-failures", options.health_check_failures,
                  "consecutive failed health checks that make a worker dead")
       ->check(CLI::PositiveNumber);
+  app.add_option("--max-request-attempts", options.max_request_attempts,
+                 "dispatches of one request (to workers that die or refuse it) before it is "
+                 "answered with an error")
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-shard-items", options.max_shard_items,
                  "requests per dispatch call")
       ->check(CLI::PositiveNumber);
@@ -130,6 +134,9 @@ int main(int argc, char** argv) {
     absl::Status s = workers->Start();
     if (!s.ok()) {
       std::cerr << "dpinfer-coordinator: " << s.message() << "\n";
+      coordinator.SetWorkerDeathHook(nullptr);
+      workers->Stop();
+      coordinator.Stop();
       return 1;
     }
   }
@@ -137,6 +144,7 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&signals, &sig);
   LOG_INFO("signal {}: shutting down", sig);
+  coordinator.SetWorkerDeathHook(nullptr);
   if (workers) workers->Stop();
   coordinator.Stop();
   (*server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

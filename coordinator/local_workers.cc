@@ -36,18 +36,20 @@ absl::Status LocalWorkers::SpawnRank(int32_t rank) {
   if (!options_.log_dir.empty()) {
     spawn.log_path = absl::StrCat(options_.log_dir, "/worker-", rank, ".log");
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return absl::OkStatus();
   auto pid = Spawn(spawn);
   if (!pid.ok()) return pid.status();
   LOG_INFO("started worker rank {} as pid {}{}", rank, *pid,
            spawn.log_path.empty() ? "" : " (log " + spawn.log_path + ")");
-  std::lock_guard<std::mutex> lock(mu_);
   rank_of_[*pid] = rank;
   return absl::OkStatus();
 }
 
 void LocalWorkers::Kill(int64_t pid, const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (rank_of_.count(static_cast<pid_t>(pid)) == 0) return;
+  // Only processes still running and ours: a reaped pid may already belong to someone else.
+  if (stopping_ || rank_of_.count(static_cast<pid_t>(pid)) == 0) return;
   LOG_WARN("killing worker pid {}: {}", pid, reason);
   kill(static_cast<pid_t>(pid), SIGKILL);
 }
@@ -92,13 +94,15 @@ void LocalWorkers::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
     stopping_ = true;
-    running = rank_of_;
+    running.swap(rank_of_);
   }
-  if (reaper_.joinable()) reaper_.join();
+  // Terminate before joining the reaper: workers it replaced were forked from its thread, and
+  // PR_SET_PDEATHSIG would SIGKILL them when that thread ends, skipping their clean shutdown.
   for (auto& [pid, rank] : running) kill(pid, SIGTERM);
   for (auto& [pid, rank] : running) {
     LOG_INFO("worker rank {} (pid {}) {}", rank, pid, TerminateAndReap(pid, 5.0));
   }
+  if (reaper_.joinable()) reaper_.join();
 }
 
 }  // namespace dpinfer::coordinator

@@ -4,7 +4,6 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
-#include <deque>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -13,7 +12,9 @@
 namespace dpinfer::coordinator {
 namespace {
 
-constexpr size_t kResultLinesPerChunk = 1024;
+// Result chunks stay near 1 MB so that clients with gRPC's default 4 MB receive limit (grpcurl,
+// Python, Go) can read them; a single longer line still goes out alone.
+constexpr size_t kResultChunkBytes = 1 << 20;
 
 template <typename T>
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context,
@@ -49,13 +50,28 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::Job> {
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
-    if (!ok || finishing_) return;
+    if (finishing_) return;
+    if (!ok || cancelled_) {
+      finishing_ = true;
+      Finish(grpc::Status::CANCELLED);
+      return;
+    }
     if (terminal_sent_) {
       finishing_ = true;
       Finish(grpc::Status::OK);
       return;
     }
     MaybeWriteLocked();
+  }
+
+  // The client went away (cancelled, deadline): finish now, or once the write in flight ends.
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    if (!writing_ && !finishing_) {
+      finishing_ = true;
+      Finish(grpc::Status::CANCELLED);
+    }
   }
 
   void OnDone() override {
@@ -77,7 +93,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::Job> {
 
   void OnJobChanged() {
     std::lock_guard<std::mutex> lock(mu_);
-    if (finishing_) return;
+    if (finishing_ || cancelled_) return;
     dirty_ = true;
     MaybeWriteLocked();
   }
@@ -108,6 +124,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::Job> {
   bool dirty_ = false;
   bool terminal_sent_ = false;
   bool finishing_ = false;
+  bool cancelled_ = false;
   v1::Job current_;
 };
 
@@ -137,8 +154,11 @@ class ResultsReactor : public grpc::ServerWriteReactor<v1::ResultChunk> {
       return;
     }
     chunk_.Clear();
-    const size_t end = std::min(lines_.size(), pos_ + kResultLinesPerChunk);
-    for (; pos_ < end; ++pos_) chunk_.add_lines(std::move(lines_[pos_]));
+    size_t bytes = 0;
+    while (pos_ < lines_.size() && (bytes == 0 || bytes + lines_[pos_].size() <= kResultChunkBytes)) {
+      bytes += lines_[pos_].size();
+      chunk_.add_lines(std::move(lines_[pos_++]));
+    }
     StartWrite(&chunk_);
   }
   std::vector<std::string> lines_;

@@ -13,10 +13,12 @@ constexpr auto kCallTimeout = std::chrono::seconds(5);
 }
 
 Registration::Registration(std::string coordinator_address, v1::RegisterRequest request,
-                           std::function<v1::WorkerProgress()> progress)
+                           std::function<v1::WorkerProgress()> progress,
+                           std::function<void(const std::string&)> on_refused)
     : coordinator_address_(std::move(coordinator_address)),
       request_(std::move(request)),
-      progress_(std::move(progress)) {
+      progress_(std::move(progress)),
+      on_refused_(std::move(on_refused)) {
   grpc::ChannelArguments args;
   // Find a restarted coordinator within seconds (gRPC's default backoff grows to 120 s).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
@@ -57,6 +59,11 @@ void Registration::Loop() {
         failures = 0;
         LOG_INFO("registered with coordinator {} as {} (dp rank {})", coordinator_address_,
                  worker_id, response.dp_rank());
+      } else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+        LOG_ERROR("coordinator {} refused this worker: {}", coordinator_address_,
+                  s.error_message());
+        if (on_refused_) on_refused_(s.error_message());
+        return;
       } else {
         // Log the first failure and then every tenth, so an absent coordinator does not flood.
         if (failures++ % 10 == 0) {

@@ -17,8 +17,11 @@ namespace dpinfer::worker {
 
 class Registration {
  public:
+  // `on_refused` is called (from the registration thread) when the coordinator refuses this
+  // worker for good (FAILED_PRECONDITION: wrong model or dp size, or declared hung).
   Registration(std::string coordinator_address, v1::RegisterRequest request,
-               std::function<v1::WorkerProgress()> progress);
+               std::function<v1::WorkerProgress()> progress,
+               std::function<void(const std::string&)> on_refused);
   ~Registration();
   void Start();
   void Stop();
@@ -29,6 +32,7 @@ class Registration {
   const std::string coordinator_address_;
   const v1::RegisterRequest request_;
   std::function<v1::WorkerProgress()> progress_;
+  std::function<void(const std::string&)> on_refused_;
   std::unique_ptr<v1::CoordinatorService::Stub> stub_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <iostream>
 
@@ -124,8 +125,15 @@ int main(int argc, char** argv) {
   reg.set_max_num_seqs(eo.max_num_seqs);
   LOG_INFO("worker serving '{}' on port {} (pid {}), coordinator {}", model_name, port, getpid(),
            coordinator);
-  dpinfer::worker::Registration registration(coordinator, reg,
-                                             [&service] { return service.Progress(); });
+  // A permanent refusal ends the process (non-zero), so a supervisor such as systemd restarts
+  // it fresh or shows the error.
+  static std::atomic<int> exit_code{0};
+  dpinfer::worker::Registration registration(
+      coordinator, reg, [&service] { return service.Progress(); },
+      [](const std::string&) {
+        exit_code = 1;
+        kill(getpid(), SIGTERM);
+      });
   registration.Start();
 
   int sig = 0;
@@ -134,5 +142,5 @@ int main(int argc, char** argv) {
   registration.Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   service.Stop();
-  return 0;
+  return exit_code.load();
 }

@@ -35,16 +35,19 @@ class ShardStream : public grpc::ServerWriteReactor<v1::Completion> {
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
-    if (!ok) {
+    if (!ok || cancelled_) {
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "stream closed by the client"));
       return;
     }
     MaybeWriteLocked();
   }
 
+  // The coordinator revoked this shard (or went away): its items are aborted, so finish now or,
+  // with a write in flight, when that write ends (whatever its outcome).
   void OnCancel() override {
     service_->Cancel(link_);
     std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
     if (!writing_) FinishLocked(grpc::Status::CANCELLED);
   }
 
@@ -82,6 +85,7 @@ class ShardStream : public grpc::ServerWriteReactor<v1::Completion> {
   int64_t remaining_;
   bool writing_ = false;
   bool finished_ = false;
+  bool cancelled_ = false;
 };
 
 WorkerServiceImpl::WorkerServiceImpl(std::unique_ptr<engine::Engine> engine)

@@ -3,6 +3,7 @@
 // llama2.c's), identically for dp 1, 2 and 3, through the service API and the CLI.
 #include <grpcpp/grpcpp.h>
 
+#include <csignal>
 #include <fstream>
 #include <thread>
 
@@ -256,6 +257,33 @@ TEST(EndToEndTest, WorkerTakesCoordinatorAndRankFromTheEnvironment) {
   ASSERT_EQ(workers->size(), 1u);
   EXPECT_EQ((*workers)[0].dp_rank(), 5);
   EXPECT_EQ((*workers)[0].pid(), (*cluster)->workers()[0]->pid());
+}
+
+}  // namespace
+}  // namespace dpinfer::testing
+
+namespace dpinfer::testing {
+namespace {
+
+// A client that stops watching (deadline) must not leave a call the server waits for: the
+// coordinator still shuts down promptly on SIGTERM.
+TEST(EndToEndTest, CoordinatorShutsDownPromptlyAfterWatchersLeave) {
+  SKIP_WITHOUT_SHARED();
+  auto cluster = Cluster::Start({.workers = 0});
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  auto& client = (*cluster)->client();
+  auto job = client.Submit({CompletionLine("q", {{"prompt", "hi"}})}, "queued forever");
+  ASSERT_TRUE(job.ok());
+  for (int i = 0; i < 3; ++i) {
+    auto waited = client.Wait(job->id(), 0.3, nullptr);
+    EXPECT_EQ(waited.status().code(), absl::StatusCode::kDeadlineExceeded) << waited.status();
+  }
+  (*cluster)->coordinator().Signal(SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(8);
+  while ((*cluster)->coordinator().Running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE((*cluster)->coordinator().Running()) << "coordinator hung on shutdown";
 }
 
 }  // namespace
