@@ -4,7 +4,7 @@
 # this machine, prints the results and stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/build.sh dpinfer dpinfer-coordinator dpinfer-worker
+./scripts/build.sh
 model=build/tiny-llama
 [[ -f $model/config.json ]] || build/bin/dpinfer make-model --out "$model"
 build/bin/dpinfer run --model "$model" --dp 2 \
