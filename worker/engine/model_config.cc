@@ -325,6 +325,16 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir) {
   ASSIGN_OR_RETURN(double eps, r.Number("rms_norm_eps", c.rms_norm_eps));
   c.rms_norm_eps = static_cast<float>(eps);
   ASSIGN_OR_RETURN(c.tie_word_embeddings, r.Bool("tie_word_embeddings", false));
+  // Quantized checkpoints (GPTQ, AWQ, fp8...) store packed integer weights under other names;
+  // refusing them here names the reason instead of a missing tensor later.
+  if (r.Has("quantization_config")) {
+    const json& q = r.at("quantization_config");
+    const std::string method =
+        q.is_object() && q.contains("quant_method") ? q.at("quant_method").dump() : q.dump();
+    return absl::UnimplementedError(
+        absl::StrCat(path, ": quantization_config (quant_method ", method,
+                     ") is not supported; use an fp32, bf16 or fp16 checkpoint"));
+  }
   RETURN_IF_ERROR(ReadFamily(r, &c));
   RETURN_IF_ERROR(ReadRope(r, &c));
   RETURN_IF_ERROR(CheckNoSlidingWindow(r, c.max_position_embeddings));

@@ -332,6 +332,7 @@ TEST_F(ModelLoadErrorTest, UnsupportedOptionsNamed) {
       {"qwen2", "layer_types", {"full_attention", "sliding_attention"}},
       {"llama", "partial_rotary_factor", 0.5},
       {"granitemoe", "hidden_act", "gelu"},
+      {"llama", "quantization_config", {{"quant_method", "gptq"}, {"bits", 4}}},
   };
   for (const Case& c : cases) {
     const std::string dir =
