@@ -379,6 +379,15 @@ absl::Status Checkpoint::ReadF32(const std::string& name,
                                                      DTypeName(t->dtype),
                                                      "; only F32, BF16 and F16 convert to float"));
   }
+  // The file's pages now have a converted copy: drop them from this process so that loading
+  // never holds the checkpoint and the weights at once (they stay in the page cache, and are
+  // read back from it should the tensor be read again).
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(t->data) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(t->data) + t->nbytes) & ~(page - 1);
+  if (end > begin) {
+    ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  }
   return absl::OkStatus();
 }
 
