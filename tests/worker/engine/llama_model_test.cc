@@ -9,6 +9,7 @@
 
 #include "common/safetensors.h"
 #include "gtest/gtest.h"
+#include "tests/reference_testutil.h"
 #include "tests/test_env.h"
 #include "worker/engine/sampler.h"
 
@@ -16,18 +17,6 @@ namespace dpinfer::engine {
 namespace {
 
 std::string FixtureDir() { return testing::SharedDir() + "/fixtures/tiny-llama"; }
-
-// The raw little-endian data of a 4-byte tensor of reference.safetensors (F32 or I32).
-template <typename T>
-std::vector<T> ReadRaw(const SafetensorsFile& file, const std::string& name) {
-  auto it = file.tensors().find(name);
-  EXPECT_NE(it, file.tensors().end()) << name;
-  if (it == file.tensors().end()) return {};
-  std::vector<T> v(it->second.numel());
-  EXPECT_EQ(it->second.nbytes, v.size() * sizeof(T));
-  std::memcpy(v.data(), it->second.data, it->second.nbytes);
-  return v;
-}
 
 class LlamaModelTest : public ::testing::Test {
  protected:
@@ -80,8 +69,8 @@ class LlamaModelTest : public ::testing::Test {
 };
 
 TEST_F(LlamaModelTest, LogitsMatchHfTransformers) {
-  const std::vector<int32_t> input = ReadRaw<int32_t>(*ref_, "input_ids");  // [3, 24]
-  const std::vector<float> want = ReadRaw<float>(*ref_, "logits");          // [3, 24, 512]
+  const std::vector<int32_t> input = testing::ReadRaw<int32_t>(*ref_, "input_ids");  // [3, 24]
+  const std::vector<float> want = testing::ReadRaw<float>(*ref_, "logits");          // [3, 24, 512]
   ASSERT_EQ(want.size(), 3u * 24 * 512);
   const int64_t len = 24, vocab = config_.vocab_size;
   // Each sequence alone, then all three in one batch: the batch must be bit-identical.
@@ -118,8 +107,10 @@ TEST_F(LlamaModelTest, LogitsMatchHfTransformers) {
 }
 
 TEST_F(LlamaModelTest, GreedyDecodeMatchesHfTransformers) {
-  const std::vector<int32_t> prompts = ReadRaw<int32_t>(*ref_, "greedy_prompt_ids");  // [3, 8]
-  const std::vector<int32_t> outputs = ReadRaw<int32_t>(*ref_, "greedy_output_ids");  // [3, 16]
+  const std::vector<int32_t> prompts =
+      testing::ReadRaw<int32_t>(*ref_, "greedy_prompt_ids");  // [3, 8]
+  const std::vector<int32_t> outputs =
+      testing::ReadRaw<int32_t>(*ref_, "greedy_output_ids");  // [3, 16]
   for (int s = 0; s < 3; ++s) {
     std::vector<int32_t> table;
     std::vector<int32_t> step_ids(prompts.begin() + s * 8, prompts.begin() + (s + 1) * 8);

@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/reference_testutil.h"
 #include "tests/test_env.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/kv_cache.h"
@@ -32,18 +33,6 @@ using json = nlohmann::json;
 
 std::string FixtureDir(const std::string& name) {
   return testing::SharedDir() + "/fixtures/tiny-" + name;
-}
-
-// The raw little-endian data of a 4-byte tensor of reference.safetensors (F32 or I32).
-template <typename T>
-std::vector<T> ReadRaw(const SafetensorsFile& file, const std::string& name) {
-  auto it = file.tensors().find(name);
-  EXPECT_NE(it, file.tensors().end()) << name;
-  if (it == file.tensors().end()) return {};
-  std::vector<T> v(it->second.numel());
-  EXPECT_EQ(it->second.nbytes, v.size() * sizeof(T));
-  std::memcpy(v.data(), it->second.data, it->second.nbytes);
-  return v;
 }
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LoadModel(const std::string& dir,
@@ -75,8 +64,8 @@ class ModelFamiliesTest : public ::testing::TestWithParam<std::string> {
 
 TEST_P(ModelFamiliesTest, LogitsMatchHfTransformers) {
   const ModelConfig& config = model_->config();
-  const std::vector<int32_t> input = ReadRaw<int32_t>(*ref_, "input_ids");  // [3, 24]
-  const std::vector<float> want = ReadRaw<float>(*ref_, "logits");          // [3, 24, vocab]
+  const std::vector<int32_t> input = testing::ReadRaw<int32_t>(*ref_, "input_ids");  // [3, 24]
+  const std::vector<float> want = testing::ReadRaw<float>(*ref_, "logits");  // [3, 24, vocab]
   const int64_t seqs = 3, len = 24, vocab = config.vocab_size;
   ASSERT_EQ(input.size(), static_cast<size_t>(seqs * len));
   ASSERT_EQ(want.size(), static_cast<size_t>(seqs * len * vocab));
@@ -141,8 +130,10 @@ std::string EngineDir(const std::string& fixture) {
 }
 
 TEST_P(ModelFamiliesTest, GreedyContinuationThroughEngine) {
-  const std::vector<int32_t> prompts = ReadRaw<int32_t>(*ref_, "greedy_prompt_ids");  // [3, 8]
-  const std::vector<int32_t> outputs = ReadRaw<int32_t>(*ref_, "greedy_output_ids");  // [3, 16]
+  const std::vector<int32_t> prompts =
+      testing::ReadRaw<int32_t>(*ref_, "greedy_prompt_ids");  // [3, 8]
+  const std::vector<int32_t> outputs =
+      testing::ReadRaw<int32_t>(*ref_, "greedy_output_ids");  // [3, 16]
   ASSERT_EQ(prompts.size(), 24u);
   ASSERT_EQ(outputs.size(), 48u);
   EngineOptions o;
@@ -244,8 +235,8 @@ TEST(ModelFamiliesConfigTest, StoredCopyOfTiedLmHeadIgnored) {
   ASSERT_TRUE(model.ok()) << model.status();
   auto ref = SafetensorsFile::Open(FixtureDir("granitemoe") + "/reference.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.status();
-  const std::vector<int32_t> input = ReadRaw<int32_t>(**ref, "input_ids");
-  const std::vector<float> want = ReadRaw<float>(**ref, "logits");
+  const std::vector<int32_t> input = testing::ReadRaw<int32_t>(**ref, "input_ids");
+  const std::vector<float> want = testing::ReadRaw<float>(**ref, "logits");
   const ModelConfig& c = (*model)->config();
   KvCache cache(c.num_layers, 8, 4, c.num_kv_heads, c.head_dim);
   std::vector<int32_t> table;

@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/reference_testutil.h"
 #include "tests/test_env.h"
 #include "worker/engine/tokenizer/tokenizer.h"
 
@@ -69,21 +70,6 @@ std::vector<Vector> ReadVectors() {
   }
   EXPECT_EQ(i, vectors.size()) << "vocab-test.inp and vocab-test.out disagree on the count";
   return vectors;
-}
-
-// True when `s` is well-formed UTF-8 (checked independently of the tokenizer's own validator).
-bool IsValidUtf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = s[i];
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    }
-    i += n;
-  }
-  return true;
 }
 
 class Gpt2TokenizerTest : public ::testing::Test {
@@ -190,7 +176,7 @@ TEST_F(Gpt2TokenizerTest, IncrementalDetokenizerHoldsBackSplitCharacters) {
   int held_back = 0;
   for (int32_t id : ids) {
     const std::string piece = detokenizer.Append(id);
-    EXPECT_TRUE(IsValidUtf8(piece)) << piece;
+    EXPECT_TRUE(testing::IsValidUtf8(piece)) << piece;
     if (piece.empty()) ++held_back;
     joined += piece;
   }
@@ -217,11 +203,11 @@ TEST_F(Gpt2TokenizerTest, IncrementalDetokenizerPiecesJoinToDecodedText) {
       std::string joined;
       for (size_t i = k; i < v.ids.size(); ++i) {
         const std::string piece = detokenizer.Append(v.ids[i]);
-        EXPECT_TRUE(IsValidUtf8(piece)) << "text \"" << v.text << "\" split at " << k;
+        EXPECT_TRUE(testing::IsValidUtf8(piece)) << "text \"" << v.text << "\" split at " << k;
         joined += piece;
       }
       const std::string rest = detokenizer.Finish();
-      EXPECT_TRUE(IsValidUtf8(rest));
+      EXPECT_TRUE(testing::IsValidUtf8(rest));
       joined += rest;
       EXPECT_EQ(joined, decoded.substr(prompt_text.size()))
           << "text \"" << v.text << "\" split at " << k;
@@ -406,7 +392,7 @@ TEST(Llama3StyleTokenizerTest, IncrementalDetokenizerOverByteCharacters) {
   std::string joined;
   for (size_t i = 1; i < ids.size(); ++i) {
     const std::string piece = detokenizer.Append(ids[i]);
-    EXPECT_TRUE(IsValidUtf8(piece));
+    EXPECT_TRUE(testing::IsValidUtf8(piece));
     joined += piece;
   }
   joined += detokenizer.Finish();

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/reference_testutil.h"
 #include "tests/test_env.h"
 
 namespace dpinfer::engine {
@@ -29,21 +30,6 @@ std::string ModelDir() { return testing::SharedDir() + "/models/stories260K"; }
 Json ReadJson(const std::string& path) {
   std::ifstream in(path);
   return Json::parse(in);
-}
-
-// True when `s` is well-formed UTF-8 (checked independently of the tokenizer's own validator).
-bool IsValidUtf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = s[i];
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
-    }
-    i += n;
-  }
-  return true;
 }
 
 class TokenizerTest : public ::testing::Test {
@@ -194,7 +180,7 @@ std::string Detokenize(const Tokenizer& tokenizer, const std::vector<int32_t>& p
   std::string joined;
   for (int32_t id : generated) {
     std::string piece = detok.Append(id);
-    EXPECT_TRUE(IsValidUtf8(piece)) << "piece is not valid UTF-8";
+    EXPECT_TRUE(testing::IsValidUtf8(piece)) << "piece is not valid UTF-8";
     joined += piece;
     if (pieces != nullptr) pieces->push_back(piece);
   }
