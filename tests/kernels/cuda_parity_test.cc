@@ -1,0 +1,553 @@
+// Every CUDA op against its CPU twin (kernels/cpu, the reference) on fresh random inputs over
+// several shapes: llama.cpp's test-backend-ops idea. Outputs are poisoned with NaN before each run
+// so an element the kernel forgot to write fails the comparison. fp32 ops must agree to a relative
+// L2 error of 1e-5, the bf16 GEMM (against the CPU on the same bf16-rounded inputs) to 1e-2;
+// sampling must pick the CPU sampler's tokens. Without CUDA in the build, or without a device, the
+// tests are skipped with the reason.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+
+#ifdef DPINFER_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "common/status.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/sampler.h"
+#endif
+
+namespace dpinfer::kernels {
+namespace {
+
+#ifndef DPINFER_HAVE_CUDA
+
+TEST(CudaParityTest, SkippedWithoutCuda) {
+  GTEST_SKIP() << "built without CUDA (nvcc not found or DPINFER_CUDA=OFF): nothing to compare";
+}
+
+#else
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr double kFp32Tol = 1e-5;
+
+std::vector<float> Random(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) {
+    do {
+      x = dist(rng);
+    } while (x == 0.0f);  // never zeros: a zero input hides a kernel that ignores it
+  }
+  return v;
+}
+
+// ‖out − ref‖ / ‖ref‖; infinite when out holds a NaN (an element never written, or a bad one).
+double RelErr(const std::vector<float>& out, const std::vector<float>& ref) {
+  EXPECT_EQ(out.size(), ref.size());
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < out.size() && i < ref.size(); ++i) {
+    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
+    diff += (double{out[i]} - ref[i]) * (double{out[i]} - ref[i]);
+    norm += double{ref[i]} * ref[i];
+  }
+  return norm == 0.0 ? std::sqrt(diff) : std::sqrt(diff / norm);
+}
+
+template <typename T>
+DeviceBuffer<T> Up(const std::vector<T>& host) {
+  auto buf = DeviceBuffer<T>::FromHost(host);
+  CHECK_OK(buf.status());
+  return std::move(*buf);
+}
+
+DeviceBuffer<float> Poisoned(size_t n) { return Up(std::vector<float>(n, kNaN)); }
+
+template <typename T>
+std::vector<T> Down(const DeviceBuffer<T>& buf) {
+  auto host = buf.Download();
+  CHECK_OK(host.status());
+  return *std::move(host);
+}
+
+// Round to nearest even into bf16, kept as its 16 bits and as the fp32 value it stands for.
+uint16_t Bf16Bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float Bf16Value(uint16_t bits) {
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+class CudaParityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+      GTEST_SKIP() << "no usable CUDA device: cudaGetDeviceCount: " << cudaGetErrorName(err) << " ("
+                   << cudaGetErrorString(err) << ")";
+    }
+    if (count == 0) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount = 0)";
+    ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
+    gpu_ = NewCudaBackend(stream_);
+    ASSERT_TRUE(gpu_->status().ok()) << gpu_->status();
+    cpu_ = NewCpuBackend();
+  }
+  void TearDown() override {
+    if (gpu_ != nullptr) {
+      EXPECT_TRUE(gpu_->status().ok()) << gpu_->status();
+      EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+      gpu_.reset();
+    }
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+  }
+  // Waits for the queued ops and fails on any error they recorded.
+  void Sync() {
+    ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+    ASSERT_TRUE(gpu_->status().ok()) << gpu_->status();
+  }
+
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<CudaBackend> gpu_;
+  std::unique_ptr<Backend> cpu_;
+};
+
+TEST_F(CudaParityTest, Linear) {
+  std::mt19937 rng(101);
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (const Shape s : {Shape{1, 1, 1}, Shape{3, 37, 29}, Shape{1, 300, 131}, Shape{17, 300, 131},
+                        Shape{64, 257, 513}, Shape{5, 1000, 2048}}) {
+    for (bool with_bias : {false, true}) {
+      SCOPED_TRACE(testing::Message()
+                   << "m=" << s.m << " n=" << s.n << " k=" << s.k << " bias=" << with_bias);
+      auto x = Random(s.m * s.k, rng), w = Random(s.n * s.k, rng), bias = Random(s.n, rng);
+      std::vector<float> ref(s.m * s.n);
+      cpu_->Linear(
+          {x.data(), w.data(), with_bias ? bias.data() : nullptr, ref.data(), s.m, s.n, s.k});
+      auto dx = Up(x), dw = Up(w), db = Up(bias);
+      auto dy = Poisoned(s.m * s.n);
+      gpu_->Linear(
+          {dx.data(), dw.data(), with_bias ? db.data() : nullptr, dy.data(), s.m, s.n, s.k});
+      Sync();
+      EXPECT_LT(RelErr(Down(dy), ref), kFp32Tol);
+    }
+  }
+}
+
+TEST_F(CudaParityTest, GemmBf16) {
+  std::mt19937 rng(102);
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (const Shape s :
+       {Shape{1, 64, 128}, Shape{7, 257, 511}, Shape{128, 512, 1024}, Shape{33, 2048, 64}}) {
+    SCOPED_TRACE(testing::Message() << "m=" << s.m << " n=" << s.n << " k=" << s.k);
+    auto x = Random(s.m * s.k, rng), w = Random(s.n * s.k, rng);
+    std::vector<uint16_t> xb(x.size()), wb(w.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      xb[i] = Bf16Bits(x[i]);
+      x[i] = Bf16Value(xb[i]);
+    }
+    for (size_t i = 0; i < w.size(); ++i) {
+      wb[i] = Bf16Bits(w[i]);
+      w[i] = Bf16Value(wb[i]);
+    }
+    std::vector<float> ref(s.m * s.n);
+    cpu_->Linear({x.data(), w.data(), nullptr, ref.data(), s.m, s.n, s.k});
+    auto dx = Up(xb), dw = Up(wb);
+    const auto* xp = reinterpret_cast<const __nv_bfloat16*>(dx.data());
+    const auto* wp = reinterpret_cast<const __nv_bfloat16*>(dw.data());
+
+    auto dy = Poisoned(s.m * s.n);
+    ASSERT_TRUE(GemmBf16(stream_, gpu_->cublas(), xp, wp, dy.data(), false, s.m, s.n, s.k).ok());
+    Sync();
+    EXPECT_LT(RelErr(Down(dy), ref), 1e-2) << "fp32 output";
+
+    auto dyb = Up(std::vector<uint16_t>(s.m * s.n, 0x7fc0));  // bf16 NaN
+    ASSERT_TRUE(GemmBf16(stream_, gpu_->cublas(), xp, wp, dyb.data(), true, s.m, s.n, s.k).ok());
+    Sync();
+    const auto yb = Down(dyb);
+    std::vector<float> y(yb.size());
+    for (size_t i = 0; i < yb.size(); ++i) y[i] = Bf16Value(yb[i]);
+    EXPECT_LT(RelErr(y, ref), 1e-2) << "bf16 output";
+
+    // The device-side conversion rounds as Bf16Bits does.
+    auto dxf = Up(Random(s.m * s.k, rng));
+    auto dconv = Up(std::vector<uint16_t>(s.m * s.k, 0x7fc0));
+    ASSERT_TRUE(
+        Fp32ToBf16(stream_, dxf.data(), reinterpret_cast<__nv_bfloat16*>(dconv.data()), s.m * s.k)
+            .ok());
+    const auto xf = Down(dxf);
+    const auto conv = Down(dconv);
+    for (size_t i = 0; i < xf.size(); ++i) ASSERT_EQ(conv[i], Bf16Bits(xf[i])) << i;
+  }
+}
+
+TEST_F(CudaParityTest, RmsNorm) {
+  std::mt19937 rng(103);
+  struct Shape {
+    int64_t m, d;
+    float eps;
+  };
+  for (const Shape s : {Shape{1, 1, 1e-6f}, Shape{5, 19, 1e-5f}, Shape{33, 4096, 1e-6f},
+                        Shape{7, 8193, 1e-6f}, Shape{300, 64, 1e-5f}}) {
+    for (bool in_place : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "m=" << s.m << " d=" << s.d << " in_place=" << in_place);
+      auto x = Random(s.m * s.d, rng, 3.0f), w = Random(s.d, rng);
+      std::vector<float> ref(x.size());
+      cpu_->RmsNorm({x.data(), w.data(), ref.data(), s.m, s.d, s.eps});
+      auto dx = Up(x), dw = Up(w);
+      auto dy = Poisoned(x.size());
+      float* y = in_place ? dx.data() : dy.data();
+      gpu_->RmsNorm({dx.data(), dw.data(), y, s.m, s.d, s.eps});
+      Sync();
+      EXPECT_LT(RelErr(Down(in_place ? dx : dy), ref), kFp32Tol);
+    }
+  }
+}
+
+TEST_F(CudaParityTest, FusedAddRmsNorm) {
+  std::mt19937 rng(104);
+  struct Shape {
+    int64_t m, d;
+    float x_scale;
+  };
+  for (const Shape s :
+       {Shape{1, 1, 1.0f}, Shape{5, 19, 1.0f}, Shape{33, 4096, 0.22f}, Shape{3, 1537, 1.0f}}) {
+    for (bool out_aliases_x : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "m=" << s.m << " d=" << s.d << " alias=" << out_aliases_x);
+      auto residual = Random(s.m * s.d, rng), x = Random(s.m * s.d, rng), w = Random(s.d, rng);
+      std::vector<float> ref_residual(residual.size()), ref(residual.size());
+      cpu_->Add({residual.data(), x.data(), ref_residual.data(), s.m * s.d, s.x_scale});
+      cpu_->RmsNorm({ref_residual.data(), w.data(), ref.data(), s.m, s.d, 1e-6f});
+      auto dres = Up(residual), dx = Up(x), dw = Up(w);
+      auto dout = Poisoned(residual.size());
+      float* out = out_aliases_x ? dx.data() : dout.data();
+      ASSERT_TRUE(FusedAddRmsNorm(
+                      stream_, {dres.data(), dx.data(), dw.data(), out, s.m, s.d, 1e-6f, s.x_scale})
+                      .ok());
+      Sync();
+      EXPECT_LT(RelErr(Down(dres), ref_residual), kFp32Tol);
+      EXPECT_LT(RelErr(Down(out_aliases_x ? dx : dout), ref), kFp32Tol);
+    }
+  }
+}
+
+TEST_F(CudaParityTest, Rope) {
+  std::mt19937 rng(105);
+  struct Shape {
+    int64_t tokens, heads, kv_heads, head_dim;
+    float theta;
+    bool given_inv_freq;
+    bool q_only;
+  };
+  for (const Shape s :
+       {Shape{1, 1, 1, 2, 10000.0f, false, false}, Shape{7, 4, 2, 64, 10000.0f, false, false},
+        Shape{13, 8, 8, 128, 500000.0f, false, false}, Shape{5, 6, 3, 6, 10000.0f, true, false},
+        Shape{40, 32, 8, 64, 500000.0f, true, false}, Shape{9, 4, 1, 32, 10000.0f, false, true}}) {
+    SCOPED_TRACE(testing::Message() << "tokens=" << s.tokens << " heads=" << s.heads << "/"
+                                    << s.kv_heads << " head_dim=" << s.head_dim);
+    auto q = Random(s.tokens * s.heads * s.head_dim, rng);
+    auto k = Random(s.tokens * s.kv_heads * s.head_dim, rng);
+    // Positions from the start to deep into a long context.
+    std::vector<int32_t> pos(s.tokens);
+    std::uniform_int_distribution<int32_t> pos_dist(0, 32000);
+    for (int64_t t = 0; t < s.tokens; ++t) pos[t] = t == 0 ? 0 : pos_dist(rng);
+    // A scaled table (as Llama 3 rope scaling gives) when given.
+    std::vector<float> inv_freq(s.head_dim / 2);
+    for (int64_t i = 0; i < s.head_dim / 2; ++i) {
+      inv_freq[i] = 0.7f / std::pow(s.theta, static_cast<float>(2 * i) / s.head_dim);
+    }
+    auto ref_q = q, ref_k = k;
+    RopeArgs cpu_args{ref_q.data(),
+                      s.q_only ? nullptr : ref_k.data(),
+                      pos.data(),
+                      s.tokens,
+                      s.heads,
+                      s.kv_heads,
+                      s.head_dim,
+                      s.theta,
+                      s.given_inv_freq ? inv_freq.data() : nullptr};
+    cpu_->Rope(cpu_args);
+    auto dq = Up(q), dk = Up(k), dfreq = Up(inv_freq);
+    auto dpos = Up(pos);
+    RopeArgs gpu_args{dq.data(),
+                      s.q_only ? nullptr : dk.data(),
+                      dpos.data(),
+                      s.tokens,
+                      s.heads,
+                      s.kv_heads,
+                      s.head_dim,
+                      s.theta,
+                      s.given_inv_freq ? dfreq.data() : nullptr};
+    gpu_->Rope(gpu_args);
+    Sync();
+    EXPECT_LT(RelErr(Down(dq), ref_q), kFp32Tol);
+    EXPECT_LT(RelErr(Down(dk), ref_k), kFp32Tol);
+  }
+}
+
+TEST_F(CudaParityTest, SiluMulAddEmbeddingSoftmax) {
+  std::mt19937 rng(106);
+  for (int64_t m : {1, 3, 64}) {
+    for (int64_t n : {1, 17, 5632}) {
+      SCOPED_TRACE(testing::Message() << "m=" << m << " n=" << n);
+      auto gate = Random(m * n, rng, 3.0f), up = Random(m * n, rng);
+      {
+        std::vector<float> ref(m * n);
+        cpu_->SiluMul({gate.data(), up.data(), ref.data(), m, n});
+        auto dg = Up(gate), du = Up(up);
+        auto dout = Poisoned(m * n);
+        gpu_->SiluMul({dg.data(), du.data(), dout.data(), m, n});
+        Sync();
+        EXPECT_LT(RelErr(Down(dout), ref), kFp32Tol) << "SiluMul";
+        gpu_->SiluMul({dg.data(), du.data(), dg.data(), m, n});  // out aliases gate
+        Sync();
+        EXPECT_LT(RelErr(Down(dg), ref), kFp32Tol) << "SiluMul in place";
+      }
+      for (float b_scale : {1.0f, 0.22f}) {
+        std::vector<float> ref(m * n);
+        cpu_->Add({gate.data(), up.data(), ref.data(), m * n, b_scale});
+        auto da = Up(gate), db = Up(up);
+        auto dy = Poisoned(m * n);
+        gpu_->Add({da.data(), db.data(), dy.data(), m * n, b_scale});
+        Sync();
+        EXPECT_LT(RelErr(Down(dy), ref), kFp32Tol) << "Add " << b_scale;
+      }
+      {
+        std::vector<float> ref(m * n);
+        cpu_->Softmax({gate.data(), ref.data(), m, n});
+        auto dx = Up(gate);
+        auto dy = Poisoned(m * n);
+        gpu_->Softmax({dx.data(), dy.data(), m, n});
+        Sync();
+        EXPECT_LT(RelErr(Down(dy), ref), kFp32Tol) << "Softmax";
+        gpu_->Softmax({dx.data(), dx.data(), m, n});
+        Sync();
+        EXPECT_LT(RelErr(Down(dx), ref), kFp32Tol) << "Softmax in place";
+      }
+    }
+  }
+  for (int64_t vocab : {1, 1000}) {
+    for (int64_t hidden : {1, 7, 2048}) {
+      for (float scale : {1.0f, 12.0f}) {
+        SCOPED_TRACE(testing::Message() << "vocab=" << vocab << " hidden=" << hidden);
+        auto table = Random(vocab * hidden, rng);
+        std::vector<int32_t> ids(37);
+        std::uniform_int_distribution<int32_t> id_dist(0, vocab - 1);
+        for (int32_t& id : ids) id = id_dist(rng);
+        const int64_t num = static_cast<int64_t>(ids.size());
+        std::vector<float> ref(num * hidden);
+        cpu_->Embedding({ids.data(), table.data(), ref.data(), num, vocab, hidden, scale});
+        auto dids = Up(ids);
+        auto dtable = Up(table);
+        auto dout = Poisoned(num * hidden);
+        gpu_->Embedding({dids.data(), dtable.data(), dout.data(), num, vocab, hidden, scale});
+        Sync();
+        EXPECT_LT(RelErr(Down(dout), ref), kFp32Tol) << "Embedding";
+      }
+    }
+  }
+}
+
+// A flat batch of several sequences, each with its own length and a chunk of query tokens at its
+// end (a decode is a chunk of one, a prefill a chunk of all), over a paged cache whose blocks are
+// handed out in shuffled order. Earlier positions' keys and values are already in the cache;
+// this step's are written by CacheWrite on each backend, then attention runs.
+struct AttentionCase {
+  int64_t num_heads, num_kv_heads, head_dim, block_size;
+  std::vector<int64_t> seq_lens;  // keys each sequence has after this step
+  std::vector<int64_t> chunks;    // query tokens of this step per sequence (its last positions)
+};
+
+TEST_F(CudaParityTest, CacheWriteAndPagedAttention) {
+  std::mt19937 rng(107);
+  const std::vector<AttentionCase> cases = {
+      {1, 1, 2, 1, {1}, {1}},
+      {4, 4, 64, 16, {1, 17, 100, 300}, {1, 1, 1, 1}},     // decodes, GQA 1
+      {8, 4, 64, 16, {5, 40, 3000}, {5, 16, 1}},           // prefill + chunk + deep decode
+      {8, 2, 128, 16, {33, 257, 1024, 7}, {33, 3, 1, 7}},  // GQA 4
+      {6, 3, 80, 1, {19, 64, 150}, {19, 2, 1}},            // block size 1, head_dim 80
+      {32, 8, 64, 16, {2048, 129, 1}, {4, 129, 1}},        // Llama-1B's heads
+      {4, 2, 256, 16, {70, 500}, {70, 1}},                 // largest head_dim
+      {2, 1, 37, 16, {50, 17}, {3, 17}},                   // odd head_dim
+  };
+  for (const AttentionCase& c : cases) {
+    SCOPED_TRACE(testing::Message() << "heads=" << c.num_heads << "/" << c.num_kv_heads
+                                    << " head_dim=" << c.head_dim << " block=" << c.block_size);
+    const int64_t num_seqs = static_cast<int64_t>(c.seq_lens.size());
+    int64_t max_blocks = 0, total_blocks = 0;
+    for (int64_t len : c.seq_lens) {
+      const int64_t b = (len + c.block_size - 1) / c.block_size;
+      max_blocks = std::max(max_blocks, b);
+      total_blocks += b;
+    }
+    const int64_t num_blocks = total_blocks + 3;  // a few blocks no one owns
+    std::vector<int32_t> block_ids(num_blocks);
+    std::iota(block_ids.begin(), block_ids.end(), 0);
+    std::shuffle(block_ids.begin(), block_ids.end(), rng);
+    std::vector<int32_t> tables(num_seqs * max_blocks, -1);
+    int64_t next = 0;
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      const int64_t b = (c.seq_lens[s] + c.block_size - 1) / c.block_size;
+      for (int64_t i = 0; i < b; ++i) tables[s * max_blocks + i] = block_ids[next++];
+    }
+    const int64_t kv_row = c.num_kv_heads * c.head_dim;
+    const int64_t cache_size = num_blocks * c.block_size * kv_row;
+    auto k_cache = Random(cache_size, rng), v_cache = Random(cache_size, rng);
+
+    std::vector<int32_t> token_seq, positions, slots;
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      for (int64_t p = c.seq_lens[s] - c.chunks[s]; p < c.seq_lens[s]; ++p) {
+        token_seq.push_back(static_cast<int32_t>(s));
+        positions.push_back(static_cast<int32_t>(p));
+        slots.push_back(tables[s * max_blocks + p / c.block_size] * c.block_size +
+                        p % c.block_size);
+      }
+    }
+    const int64_t num_tokens = static_cast<int64_t>(positions.size());
+    auto q = Random(num_tokens * c.num_heads * c.head_dim, rng);
+    auto k = Random(num_tokens * kv_row, rng), v = Random(num_tokens * kv_row, rng);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+    auto ref_k_cache = k_cache, ref_v_cache = v_cache;
+    cpu_->CacheWrite({k.data(), v.data(), ref_k_cache.data(), ref_v_cache.data(), slots.data(),
+                      num_tokens, c.num_kv_heads, c.head_dim});
+    std::vector<float> ref(q.size());
+    cpu_->PagedAttention({q.data(), ref_k_cache.data(), ref_v_cache.data(), tables.data(),
+                          token_seq.data(), positions.data(), ref.data(), num_tokens, c.num_heads,
+                          c.num_kv_heads, c.head_dim, c.block_size, max_blocks, scale});
+
+    auto dk_cache = Up(k_cache), dv_cache = Up(v_cache), dk = Up(k), dv = Up(v), dq = Up(q);
+    auto dtables = Up(tables), dseq = Up(token_seq), dpos = Up(positions), dslots = Up(slots);
+    auto dout = Poisoned(q.size());
+    gpu_->CacheWrite({dk.data(), dv.data(), dk_cache.data(), dv_cache.data(), dslots.data(),
+                      num_tokens, c.num_kv_heads, c.head_dim});
+    gpu_->PagedAttention({dq.data(), dk_cache.data(), dv_cache.data(), dtables.data(), dseq.data(),
+                          dpos.data(), dout.data(), num_tokens, c.num_heads, c.num_kv_heads,
+                          c.head_dim, c.block_size, max_blocks, scale});
+    Sync();
+    EXPECT_EQ(Down(dk_cache), ref_k_cache) << "k cache";
+    EXPECT_EQ(Down(dv_cache), ref_v_cache) << "v cache";
+    EXPECT_LT(RelErr(Down(dout), ref), kFp32Tol) << "attention";
+  }
+}
+
+TEST_F(CudaParityTest, ArgmaxMatchesCpu) {
+  std::mt19937 rng(108);
+  for (int64_t vocab : {1, 7, 32000, 128256}) {
+    const int64_t rows = 6;
+    auto logits = Random(rows * vocab, rng, 4.0f);
+    if (vocab > 1) {
+      // Row 1: a tie for the maximum, which the lowest index must win.
+      float* row = logits.data() + vocab;
+      const float top = *std::max_element(row, row + vocab) + 1.0f;
+      row[vocab - 1] = top;
+      row[vocab / 2] = top;
+    }
+    auto dl = Up(logits);
+    auto dt = Up(std::vector<int32_t>(rows, -1));
+    ASSERT_TRUE(ArgmaxRows(stream_, dl.data(), rows, vocab, dt.data()).ok());
+    const auto tokens = Down(dt);
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_EQ(tokens[r], engine::Argmax(logits.data() + r * vocab, vocab))
+          << "vocab=" << vocab << " row=" << r;
+    }
+  }
+}
+
+TEST_F(CudaParityTest, SamplingMatchesCpuSamplerAndIsDeterministic) {
+  std::mt19937 rng(109);
+  struct Params {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+  };
+  const std::vector<Params> params = {{0.0f, -1, 1.0f}, {1.0f, -1, 1.0f},    {0.7f, 50, 1.0f},
+                                      {1.0f, -1, 0.9f}, {1.3f, 40, 0.8f},    {1.0f, 1, 1.0f},
+                                      {0.5f, 0, 0.5f},  {2.0f, 1000, 0.95f}, {1.0f, -1, 0.01f}};
+  for (int64_t vocab : {5, 1000, 32000}) {
+    const int64_t rows = static_cast<int64_t>(params.size()) * 3;
+    // Logits spread enough that top-p cuts at different places.
+    auto logits = Random(rows * vocab, rng, 3.0f);
+    std::vector<float> temperature(rows), top_p(rows);
+    std::vector<int32_t> top_k(rows);
+    std::vector<uint64_t> seed(rows), step(rows);
+    std::uniform_int_distribution<uint64_t> u64;
+    for (int64_t r = 0; r < rows; ++r) {
+      const Params& p = params[r % params.size()];
+      temperature[r] = p.temperature;
+      top_k[r] = p.top_k;
+      top_p[r] = p.top_p;
+      seed[r] = u64(rng);
+      step[r] = r * 7;
+    }
+    auto dl = Up(logits), dtemp = Up(temperature), dtopp = Up(top_p);
+    auto dtopk = Up(top_k);
+    auto dseed = Up(seed), dstep = Up(step);
+    auto run = [&]() {
+      auto dt = Up(std::vector<int32_t>(rows, -1));
+      SampleArgs a;
+      a.logits = dl.data();
+      a.temperature = dtemp.data();
+      a.top_k = dtopk.data();
+      a.top_p = dtopp.data();
+      a.seed = dseed.data();
+      a.step = dstep.data();
+      a.tokens = dt.data();
+      a.num_rows = rows;
+      a.vocab = vocab;
+      const absl::Status s = SampleRows(stream_, a);
+      EXPECT_TRUE(s.ok()) << s;
+      return Down(dt);
+    };
+    const auto first = run();
+    EXPECT_EQ(run(), first) << "same seeds, same tokens";
+    for (int64_t r = 0; r < rows; ++r) {
+      engine::SamplingParams sp;
+      sp.temperature = temperature[r];
+      sp.top_k = top_k[r];
+      sp.top_p = top_p[r];
+      const int32_t want =
+          engine::SampleToken(logits.data() + r * vocab, vocab, sp, seed[r], step[r]);
+      EXPECT_EQ(first[r], want) << "vocab=" << vocab << " row=" << r << " T=" << sp.temperature
+                                << " top_k=" << sp.top_k << " top_p=" << sp.top_p;
+    }
+  }
+}
+
+TEST_F(CudaParityTest, BadArgumentsAreRecordedNotFatal) {
+  // An odd head_dim is refused with a Status, and the backend keeps the first error.
+  std::vector<int32_t> pos = {0};
+  auto dpos = Up(pos);
+  auto dq = Up(std::vector<float>(3, 1.0f));
+  gpu_->Rope({dq.data(), nullptr, dpos.data(), 1, 1, 1, 3, 10000.0f, nullptr});
+  EXPECT_EQ(gpu_->status().code(), absl::StatusCode::kInvalidArgument) << gpu_->status();
+  gpu_->PagedAttention({});
+  EXPECT_EQ(gpu_->status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(gpu_->status().message().find("head_dim"), std::string::npos) << gpu_->status();
+  gpu_->ClearStatus();
+}
+
+#endif  // DPINFER_HAVE_CUDA
+
+}  // namespace
+}  // namespace dpinfer::kernels
