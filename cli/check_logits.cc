@@ -1,5 +1,6 @@
 // check-logits (see check_logits.h): each reference sequence runs alone as one prefill through the
-// engine's model and paged KV cache, with logits kept for every position.
+// engine's model and paged KV cache, with logits kept for every position: the CPU reference model,
+// or with --backend cuda the GPU model (fp32 or bf16 weights) where the build has CUDA.
 #include "cli/check_logits.h"
 
 #include <algorithm>
@@ -17,10 +18,76 @@
 #include "worker/engine/llama_model.h"
 #include "worker/engine/model_config.h"
 
+#ifdef DPINFER_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "worker/engine/cuda_llama_model.h"
+#endif
+
 namespace dpinfer::cli {
 namespace {
 
 constexpr int64_t kBlockSize = 16;
+
+// The model on the chosen backend with a KV cache of `num_blocks` blocks. Members are destroyed in
+// reverse order: caches, then models, then the backends they use.
+class Runner {
+ public:
+  static absl::StatusOr<std::unique_ptr<Runner>> Create(const CheckLogitsOptions& o,
+                                                        const engine::ModelConfig& config,
+                                                        int64_t num_blocks) {
+    auto r = std::make_unique<Runner>();
+    if (o.backend == "cpu") {
+      r->cpu_backend_ = kernels::NewCpuBackend(o.num_threads);
+      ASSIGN_OR_RETURN(r->cpu_model_,
+                       engine::LlamaModel::Load(o.model_dir, config, r->cpu_backend_.get()));
+      r->cpu_cache_ = std::make_unique<engine::KvCache>(config.num_layers, num_blocks, kBlockSize,
+                                                        config.num_kv_heads, config.head_dim);
+      return r;
+    }
+#ifdef DPINFER_HAVE_CUDA
+    int devices = 0;
+    const cudaError_t err = cudaGetDeviceCount(&devices);
+    if (err != cudaSuccess || devices == 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--backend cuda: no CUDA device (cudaGetDeviceCount: ",
+                       err != cudaSuccess ? cudaGetErrorString(err) : "0 devices", ")"));
+    }
+    r->cuda_backend_ = kernels::NewCudaBackend(nullptr);
+    RETURN_IF_ERROR(r->cuda_backend_->status());
+    const engine::WeightDType dtype =
+        o.dtype == "bfloat16" ? engine::WeightDType::kBfloat16 : engine::WeightDType::kFloat32;
+    ASSIGN_OR_RETURN(r->cuda_model_, engine::CudaLlamaModel::Load(o.model_dir, config, dtype,
+                                                                  r->cuda_backend_.get()));
+    ASSIGN_OR_RETURN(r->cuda_cache_,
+                     engine::DeviceKvCache::Create(config.num_layers, num_blocks, kBlockSize,
+                                                   config.num_kv_heads, config.head_dim));
+    return r;
+#else
+    return absl::UnimplementedError(
+        "--backend cuda: this dpinfer was not built with CUDA (only --backend cpu is available)");
+#endif
+  }
+
+  absl::Status Forward(const engine::ForwardBatch& batch, std::vector<float>* logits) {
+#ifdef DPINFER_HAVE_CUDA
+    if (cuda_model_ != nullptr) return cuda_model_->Forward(batch, cuda_cache_.get(), logits);
+#endif
+    cpu_model_->Forward(batch, cpu_cache_.get(), logits);
+    return absl::OkStatus();
+  }
+
+ private:
+#ifdef DPINFER_HAVE_CUDA
+  std::unique_ptr<kernels::CudaBackend> cuda_backend_;
+  std::unique_ptr<engine::CudaLlamaModel> cuda_model_;
+  std::unique_ptr<engine::DeviceKvCache> cuda_cache_;
+#endif
+  std::unique_ptr<kernels::Backend> cpu_backend_;
+  std::unique_ptr<engine::LlamaModel> cpu_model_;
+  std::unique_ptr<engine::KvCache> cpu_cache_;
+};
 
 std::string ShapeString(const std::vector<int64_t>& shape) {
   std::vector<std::string> dims;
@@ -91,15 +158,30 @@ absl::StatusOr<std::vector<float>> ReadLogits(const SafetensorsFile& file, const
 
 }  // namespace
 
+double EffectiveTolerance(const CheckLogitsOptions& o) {
+  if (o.tolerance > 0) return o.tolerance;
+  return o.dtype == "bfloat16" ? 2e-2 : 1e-4;
+}
+
 absl::StatusOr<std::vector<SequenceError>> CheckLogits(const CheckLogitsOptions& o) {
+  if (o.backend != "cpu" && o.backend != "cuda") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--backend '", o.backend, "' is unknown (expected cpu or cuda)"));
+  }
+  if (o.dtype != "float32" && o.dtype != "bfloat16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype '", o.dtype, "' is unknown (expected float32 or bfloat16)"));
+  }
+  if (o.dtype == "bfloat16" && o.backend != "cuda") {
+    return absl::InvalidArgumentError(
+        "--dtype bfloat16 needs --backend cuda (the CPU reference computes in float32)");
+  }
+#ifndef DPINFER_HAVE_CUDA
   if (o.backend == "cuda") {
     return absl::UnimplementedError(
         "--backend cuda: this dpinfer was not built with CUDA (only --backend cpu is available)");
   }
-  if (o.backend != "cpu") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--backend '", o.backend, "' is unknown (expected cpu or cuda)"));
-  }
+#endif
   ASSIGN_OR_RETURN(engine::ModelConfig config, engine::LoadModelConfig(o.model_dir));
   ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> ref, SafetensorsFile::Open(o.reference_path));
   ASSIGN_OR_RETURN(const TensorInfo* ids_t, FindTensor(*ref, "input_ids", 2));
@@ -127,30 +209,24 @@ absl::StatusOr<std::vector<SequenceError>> CheckLogits(const CheckLogitsOptions&
   }
   ASSIGN_OR_RETURN(std::vector<float> want, ReadLogits(*ref, *logits_t));
 
-  std::unique_ptr<kernels::Backend> backend = kernels::NewCpuBackend(o.num_threads);
-  ASSIGN_OR_RETURN(std::unique_ptr<engine::LlamaModel> model,
-                   engine::LlamaModel::Load(o.model_dir, config, backend.get()));
+  // Each sequence in turn uses the whole cache: blocks 0.. in order, so slot = position.
   const int64_t blocks = (len + kBlockSize - 1) / kBlockSize;
-  engine::KvCache cache(config.num_layers, blocks, kBlockSize, config.num_kv_heads,
-                        config.head_dim);
+  ASSIGN_OR_RETURN(std::unique_ptr<Runner> runner, Runner::Create(o, config, blocks));
 
   std::vector<SequenceError> errors;
   std::vector<float> got;
   for (int64_t s = 0; s < num_seqs; ++s) {
-    std::vector<int32_t> table;
-    CHECK(cache.EnsureCapacity(&table, len));
     engine::ForwardBatch b;
+    for (int64_t i = 0; i < blocks; ++i) b.block_tables.push_back(static_cast<int32_t>(i));
+    b.max_blocks_per_seq = blocks;
     for (int64_t p = 0; p < len; ++p) {
       b.token_ids.push_back(ids[s * len + p]);
       b.positions.push_back(static_cast<int32_t>(p));
       b.token_seq.push_back(0);
-      b.slot_mapping.push_back(cache.Slot(table, p));
+      b.slot_mapping.push_back(static_cast<int32_t>(p));
       b.logit_rows.push_back(static_cast<int32_t>(p));
     }
-    b.max_blocks_per_seq = static_cast<int64_t>(table.size());
-    b.block_tables = table;
-    model->Forward(b, &cache, &got);
-    cache.Free(&table);
+    RETURN_IF_ERROR(runner->Forward(b, &got));
 
     SequenceError e;
     e.positions = len;
@@ -179,11 +255,12 @@ int RunCheckLogits(const CheckLogitsOptions& o, std::ostream& out, std::ostream&
     err << "dpinfer check-logits: " << errors.status().message() << "\n";
     return 2;
   }
+  const double tolerance = EffectiveTolerance(o);
   double worst = 0;
   int failed = 0;
   for (size_t s = 0; s < errors->size(); ++s) {
     const SequenceError& e = (*errors)[s];
-    const bool ok = e.relative <= o.tolerance;
+    const bool ok = e.relative <= tolerance;
     failed += ok ? 0 : 1;
     worst = std::max(worst, e.relative);
     out << absl::StrFormat(
@@ -193,7 +270,7 @@ int RunCheckLogits(const CheckLogitsOptions& o, std::ostream& out, std::ostream&
   }
   out << absl::StrFormat("%s: %d of %d sequences within tolerance %g (worst relative %.3e)\n",
                          failed == 0 ? "PASS" : "FAIL", errors->size() - failed, errors->size(),
-                         o.tolerance, worst);
+                         tolerance, worst);
   return failed == 0 ? 0 : 1;
 }
 

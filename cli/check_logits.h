@@ -17,9 +17,11 @@ namespace dpinfer::cli {
 struct CheckLogitsOptions {
   std::string model_dir;
   std::string reference_path;
-  std::string backend = "cpu";  // "cpu" | "cuda"
-  double tolerance = 1e-4;      // on the relative error; 1e-4 suits fp32
-  int32_t num_threads = 0;      // CPU backend threads; 0 -> all cores
+  std::string backend = "cpu";    // "cpu" | "cuda"
+  std::string dtype = "float32";  // "float32" | "bfloat16" (the CUDA backend's bf16 weights)
+  // On the relative error; 0 -> the dtype's default: 1e-4 for float32, 2e-2 for bfloat16.
+  double tolerance = 0;
+  int32_t num_threads = 0;  // CPU backend threads; 0 -> all cores
 };
 
 struct SequenceError {
@@ -30,8 +32,12 @@ struct SequenceError {
   int64_t positions = 0;
 };
 
+// The tolerance RunCheckLogits applies: options.tolerance, or the dtype's default when it is 0.
+double EffectiveTolerance(const CheckLogitsOptions& options);
+
 // Loads the model and the reference and compares every sequence. Errors name the file and what
-// is wrong (missing tensor, shape, dtype, vocab mismatch, unknown backend).
+// is wrong (missing tensor, shape, dtype, vocab mismatch, unknown backend or dtype, no
+// GPU).
 absl::StatusOr<std::vector<SequenceError>> CheckLogits(const CheckLogitsOptions& options);
 
 // The subcommand: prints one line per sequence and a verdict to `out`, errors to `err`. Returns

@@ -108,8 +108,11 @@ int main(int argc, char** argv) {
                    "safetensors with input_ids [B,T] and logits [B,T,V]")
       ->required();
   check_logits->add_option("--backend", cl.backend, "cpu or cuda");
-  check_logits->add_option("--tolerance", cl.tolerance,
-                           "max error relative to max |reference logit| (default 1e-4)");
+  check_logits->add_option("--dtype", cl.dtype,
+                           "float32, or bfloat16 (bf16 weights and GEMMs; --backend cuda only)");
+  check_logits->add_option(
+      "--tolerance", cl.tolerance,
+      "max error relative to max |reference logit| (default 1e-4; 2e-2 with --dtype bfloat16)");
   check_logits->add_option("--threads", cl.num_threads, "CPU threads (default: all cores)");
 
   dpinfer::cli::TokenizeOptions tok;

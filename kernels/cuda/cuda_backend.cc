@@ -100,6 +100,14 @@ absl::Status Bf16ToFp32(cudaStream_t stream, const __nv_bfloat16* x, float* y, i
   return CUDA_STATUS(gpu::Bf16ToFp32(stream, x, y, n));
 }
 
+absl::Status DivideScalar(cudaStream_t stream, float* x, int64_t n, float divisor) {
+  return CUDA_STATUS(gpu::DivideScalar(stream, x, n, divisor));
+}
+
+absl::Status MoeCombine(cudaStream_t stream, const MoeCombineArgs& args) {
+  return CUDA_STATUS(gpu::MoeCombine(stream, args));
+}
+
 absl::Status ArgmaxRows(cudaStream_t stream, const float* logits, int64_t num_rows, int64_t vocab,
                         int32_t* tokens) {
   return CUDA_STATUS(gpu::Argmax(stream, logits, num_rows, vocab, tokens));

@@ -167,6 +167,12 @@ absl::Status FusedAddRmsNorm(cudaStream_t stream, const FusedAddRmsNormArgs& arg
 absl::Status Fp32ToBf16(cudaStream_t stream, const float* x, __nv_bfloat16* y, int64_t n);
 absl::Status Bf16ToFp32(cudaStream_t stream, const __nv_bfloat16* x, float* y, int64_t n);
 
+// x[i] /= divisor, in place.
+absl::Status DivideScalar(cudaStream_t stream, float* x, int64_t n, float divisor);
+
+// The mixture-of-experts combine (see MoeCombineArgs).
+absl::Status MoeCombine(cudaStream_t stream, const MoeCombineArgs& args);
+
 // tokens[r] = argmax of logits row r (lowest index among ties), as engine::Argmax.
 absl::Status ArgmaxRows(cudaStream_t stream, const float* logits, int64_t num_rows, int64_t vocab,
                         int32_t* tokens);

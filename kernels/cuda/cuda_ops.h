@@ -42,6 +42,19 @@ struct SampleArgs {
   int64_t vocab = 0;
 };
 
+// out[t, :] = sum over j < top_k of expert_out[rows[t, j], :] * weights[t, j], summed in j order:
+// the mixture-of-experts combine. Callers list each token's slots in ascending expert order, the
+// order transformers' index_add loop adds them in (and the CPU model's), so the sums agree.
+struct MoeCombineArgs {
+  const float* expert_out = nullptr;  // [num_rows, hidden], the experts' outputs, grouped by expert
+  const int32_t* rows = nullptr;      // [num_tokens, top_k] row of expert_out for each slot
+  const float* weights = nullptr;     // [num_tokens, top_k] routing weight of each slot
+  float* out = nullptr;               // [num_tokens, hidden]; must not alias expert_out
+  int64_t num_tokens = 0;
+  int64_t top_k = 0;
+  int64_t hidden = 0;
+};
+
 namespace gpu {
 
 // rms_norm.cu
@@ -62,6 +75,8 @@ cudaError_t Add(cudaStream_t stream, const AddArgs& a);
 cudaError_t AddBias(cudaStream_t stream, float* y, const float* bias, int64_t m, int64_t n);
 cudaError_t Fp32ToBf16(cudaStream_t stream, const float* x, __nv_bfloat16* y, int64_t n);
 cudaError_t Bf16ToFp32(cudaStream_t stream, const __nv_bfloat16* x, float* y, int64_t n);
+// x[i] /= divisor in place (GraniteMoE's logits scaling: a division, as HF does it).
+cudaError_t DivideScalar(cudaStream_t stream, float* x, int64_t n, float divisor);
 
 // softmax.cu
 cudaError_t Softmax(cudaStream_t stream, const SoftmaxArgs& a);
@@ -69,6 +84,9 @@ cudaError_t Softmax(cudaStream_t stream, const SoftmaxArgs& a);
 // paged_attention.cu
 cudaError_t CacheWrite(cudaStream_t stream, const CacheWriteArgs& a);
 cudaError_t PagedAttention(cudaStream_t stream, const PagedAttentionArgs& a);
+
+// moe.cu
+cudaError_t MoeCombine(cudaStream_t stream, const MoeCombineArgs& a);
 
 // sampling.cu. Argmax: tokens[r] = index of the largest logit of row r (lowest among ties).
 cudaError_t Argmax(cudaStream_t stream, const float* logits, int64_t num_rows, int64_t vocab,

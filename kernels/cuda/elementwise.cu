@@ -1,5 +1,6 @@
-// Elementwise ops on the GPU: the (scaled) residual add, Linear's bias, and the fp32 <-> bf16
-// conversions the bf16 engine uses at load time. Grid-stride loops, so one launch covers any size.
+// Elementwise ops on the GPU: the (scaled) residual add, Linear's bias, the logits division, and
+// the fp32 <-> bf16 conversions the bf16 engine uses. Grid-stride loops, so one launch covers any
+// size.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -37,6 +38,10 @@ __global__ void Bf16ToFp32Kernel(const __nv_bfloat16* __restrict__ x, float* __r
   for (int64_t i = Start(); i < n; i += Stride()) y[i] = __bfloat162float(x[i]);
 }
 
+__global__ void DivideScalarKernel(float* x, int64_t n, float divisor) {
+  for (int64_t i = Start(); i < n; i += Stride()) x[i] = __fdiv_rn(x[i], divisor);
+}
+
 }  // namespace
 
 cudaError_t Add(cudaStream_t stream, const AddArgs& a) {
@@ -64,6 +69,13 @@ cudaError_t Bf16ToFp32(cudaStream_t stream, const __nv_bfloat16* x, float* y, in
   if (x == nullptr || y == nullptr) return cudaErrorInvalidValue;
   if (n == 0) return cudaSuccess;
   Bf16ToFp32Kernel<<<Blocks(n), kThreads, 0, stream>>>(x, y, n);
+  return cudaGetLastError();
+}
+
+cudaError_t DivideScalar(cudaStream_t stream, float* x, int64_t n, float divisor) {
+  if (x == nullptr) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  DivideScalarKernel<<<Blocks(n), kThreads, 0, stream>>>(x, n, divisor);
   return cudaGetLastError();
 }
 

@@ -1,7 +1,12 @@
 // `dpinfer check-logits` as a user runs it: the built binary on each ../shared fixture (exit 0, one
 // line per sequence), on a reference that does not match the model (exit 1, the failing sequence
-// named), on I64 input_ids, and on bad input (exit 2 with a message naming the problem).
+// named), on I64 input_ids, and on bad input (exit 2 with a message naming the problem). With
+// --backend cuda every fixture again, in fp32 (1e-4, every top-1 token); without CUDA in the build
+// or without a GPU those cases are skipped with the reason.
 #include <cstring>
+#include <iostream>
+#include <string>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "common/safetensors.h"
@@ -9,6 +14,10 @@
 #include "gtest/gtest.h"
 #include "tests/integration/cluster_testutil.h"
 #include "tests/test_env.h"
+
+#ifdef DPINFER_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
 
 namespace dpinfer::testing {
 namespace {
@@ -18,6 +27,19 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 std::string FixtureDir(const std::string& name) { return SharedDir() + "/fixtures/tiny-" + name; }
+
+// Why `--backend cuda` cannot run here, or "" when it can.
+std::string CudaUnavailableReason() {
+#ifndef DPINFER_HAVE_CUDA
+  return "built without CUDA (nvcc not found or DPINFER_CUDA=OFF)";
+#else
+  int devices = 0;
+  const cudaError_t err = cudaGetDeviceCount(&devices);
+  if (err != cudaSuccess) return absl::StrCat("no CUDA device (", cudaGetErrorString(err), ")");
+  if (devices == 0) return "no CUDA device";
+  return "";
+#endif
+}
 
 CommandResult CheckLogits(const std::string& model, const std::string& reference,
                           const std::string& extra = "") {
@@ -59,6 +81,52 @@ TEST_P(CheckLogitsFixtureTest, PassesOnHfReference) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, CheckLogitsFixtureTest,
                          ::testing::Values("llama", "qwen2", "mixtral", "granitemoe"),
                          [](const auto& info) { return info.param; });
+
+class CheckLogitsCudaTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+};
+
+TEST_P(CheckLogitsCudaTest, PassesOnHfReference) {
+  SKIP_WITHOUT_SHARED();
+  const std::string reason = CudaUnavailableReason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  const auto& [fixture, dtype] = GetParam();
+  CommandResult r = CheckLogits(FixtureDir(fixture), FixtureDir(fixture) + "/reference.safetensors",
+                                " --backend cuda --dtype " + dtype);
+  std::cout << fixture << " " << dtype << " on the GPU:\n" << r.output;  // the figures, for logs
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, AllOf(HasSubstr("PASS: 3 of 3 sequences"), Not(HasSubstr("FAIL"))));
+  EXPECT_THAT(r.output,
+              HasSubstr(dtype == "float32" ? "within tolerance 0.0001" : "within tolerance 0.02"));
+  // fp32 must pick transformers' top token everywhere; bf16 may differ on near-ties.
+  if (dtype == "float32") {
+    int all_top1 = 0;
+    for (size_t at = 0; (at = r.output.find("top-1 24/24", at)) != std::string::npos; ++at) {
+      ++all_top1;
+    }
+    EXPECT_EQ(all_top1, 3) << r.output;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, CheckLogitsCudaTest,
+    ::testing::Combine(::testing::Values("llama", "qwen2", "mixtral", "granitemoe"),
+                       ::testing::Values("float32")),
+    [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
+// Without CUDA in the build, or without a device, --backend cuda says which.
+TEST(CheckLogitsTest, CudaUnavailableNamed) {
+  SKIP_WITHOUT_SHARED();
+  const std::string reason = CudaUnavailableReason();
+  if (reason.empty()) GTEST_SKIP() << "a CUDA device is present: CheckLogitsCudaTest runs it";
+  CommandResult r = CheckLogits(FixtureDir("llama"), FixtureDir("llama") + "/reference.safetensors",
+                                " --backend cuda");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+#ifdef DPINFER_HAVE_CUDA
+  EXPECT_THAT(r.output, HasSubstr("no CUDA device"));
+#else
+  EXPECT_THAT(r.output, HasSubstr("not built with CUDA"));
+#endif
+}
 
 TEST(CheckLogitsTest, OtherModelsReferenceFails) {
   SKIP_WITHOUT_SHARED();
@@ -111,13 +179,17 @@ TEST(CheckLogitsTest, AcceptsInt64InputIds) {
 TEST(CheckLogitsTest, ErrorsNamed) {
   SKIP_WITHOUT_SHARED();
   const std::string ref = FixtureDir("llama") + "/reference.safetensors";
-  CommandResult r = CheckLogits(FixtureDir("llama"), ref, " --backend cuda");
-  EXPECT_EQ(r.exit_code, 2) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("not built with CUDA"));
-
-  r = CheckLogits(FixtureDir("llama"), ref, " --backend tpu");
+  CommandResult r = CheckLogits(FixtureDir("llama"), ref, " --backend tpu");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_THAT(r.output, HasSubstr("'tpu'"));
+
+  r = CheckLogits(FixtureDir("llama"), ref, " --dtype float16");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("'float16'"));
+
+  r = CheckLogits(FixtureDir("llama"), ref, " --dtype bfloat16");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("needs --backend cuda"));
 
   r = CheckLogits(FixtureDir("llama"), "/nonexistent/reference.safetensors");
   EXPECT_EQ(r.exit_code, 2) << r.output;
