@@ -1,12 +1,15 @@
 // `dpinfer check-logits` as a user runs it: the built binary on each ../shared fixture (exit 0, one
 // line per sequence), on a reference that does not match the model (exit 1, the failing sequence
 // named), on I64 input_ids, and on bad input (exit 2 with a message naming the problem). With
-// --backend cuda every fixture again, in fp32 (1e-4, every top-1 token); without CUDA in the build
-// or without a GPU those cases are skipped with the reason.
+// --backend cuda every fixture again, in fp32 (1e-4, every top-1 token) and bf16 (see
+// Bf16CloseToHfReference); without CUDA in the build or without a GPU those cases are skipped with
+// the reason.
 #include <cstring>
 #include <iostream>
+#include <regex>
 #include <string>
-#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/safetensors.h"
@@ -82,36 +85,63 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CheckLogitsFixtureTest,
                          ::testing::Values("llama", "qwen2", "mixtral", "granitemoe"),
                          [](const auto& info) { return info.param; });
 
-class CheckLogitsCudaTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
-};
+// Each sequence line's "top-1 N/T": at N of its T positions the top token is the reference's.
+std::vector<std::pair<int, int>> Top1Counts(const std::string& output) {
+  std::vector<std::pair<int, int>> counts;
+  const std::regex re("top-1 ([0-9]+)/([0-9]+)");
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), re);
+       it != std::sregex_iterator(); ++it) {
+    counts.push_back({std::stoi((*it)[1]), std::stoi((*it)[2])});
+  }
+  return counts;
+}
 
-TEST_P(CheckLogitsCudaTest, PassesOnHfReference) {
+class CheckLogitsCudaTest : public ::testing::TestWithParam<std::string> {};
+
+// fp32 on the GPU: within 1e-4 of transformers' fp32 logits and its top token everywhere (an H100
+// gave 3e-7 to 3e-6).
+TEST_P(CheckLogitsCudaTest, Fp32PassesOnHfReference) {
   SKIP_WITHOUT_SHARED();
   const std::string reason = CudaUnavailableReason();
   if (!reason.empty()) GTEST_SKIP() << reason;
-  const auto& [fixture, dtype] = GetParam();
+  const std::string& fixture = GetParam();
   CommandResult r = CheckLogits(FixtureDir(fixture), FixtureDir(fixture) + "/reference.safetensors",
-                                " --backend cuda --dtype " + dtype);
-  std::cout << fixture << " " << dtype << " on the GPU:\n" << r.output;  // the figures, for logs
+                                " --backend cuda --dtype float32");
+  std::cout << fixture << " float32 on the GPU:\n" << r.output;  // the figures, for logs
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, AllOf(HasSubstr("PASS: 3 of 3 sequences"), Not(HasSubstr("FAIL"))));
-  EXPECT_THAT(r.output,
-              HasSubstr(dtype == "float32" ? "within tolerance 0.0001" : "within tolerance 0.02"));
-  // fp32 must pick transformers' top token everywhere; bf16 may differ on near-ties.
-  if (dtype == "float32") {
-    int all_top1 = 0;
-    for (size_t at = 0; (at = r.output.find("top-1 24/24", at)) != std::string::npos; ++at) {
-      ++all_top1;
-    }
-    EXPECT_EQ(all_top1, 3) << r.output;
-  }
+  EXPECT_THAT(r.output, AllOf(HasSubstr("PASS: 3 of 3 sequences"), Not(HasSubstr("FAIL")),
+                              HasSubstr("within tolerance 0.0001")));
+  const auto top1 = Top1Counts(r.output);
+  EXPECT_EQ(top1.size(), 3u) << r.output;
+  for (const auto& [agree, positions] : top1) EXPECT_EQ(agree, positions) << r.output;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Fixtures, CheckLogitsCudaTest,
-    ::testing::Combine(::testing::Values("llama", "qwen2", "mixtral", "granitemoe"),
-                       ::testing::Values("float32")),
-    [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+// bf16 weights (linear layers as bf16 GEMMs) against the same fp32 logits. Rounding the weights
+// alone moves these random-weight fixtures' logits by 1.4e-2 to 2.9e-2 of the largest, and
+// transformers' own bf16 is 3.3e-2 to 6.8e-2 off on llama and qwen2, so the 2e-2 default is out of
+// reach here; an H100 gave at most 3.6e-2 (llama), 2.2e-2 (qwen2), 6.3e-2 (granitemoe). In mixtral
+// one token's near-tied experts swap places in bf16 (as in transformers' bf16), moving its logits
+// by 0.72 of the largest. So: within 0.1 (mixtral: 1), and transformers' top token at all but at
+// most one position of each sequence.
+TEST_P(CheckLogitsCudaTest, Bf16CloseToHfReference) {
+  SKIP_WITHOUT_SHARED();
+  const std::string reason = CudaUnavailableReason();
+  if (!reason.empty()) GTEST_SKIP() << reason;
+  const std::string& fixture = GetParam();
+  const std::string tolerance = fixture == "mixtral" ? "1" : "0.1";
+  CommandResult r = CheckLogits(FixtureDir(fixture), FixtureDir(fixture) + "/reference.safetensors",
+                                " --backend cuda --dtype bfloat16 --tolerance " + tolerance);
+  std::cout << fixture << " bfloat16 on the GPU:\n" << r.output;
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("PASS: 3 of 3 sequences")) << r.output;
+  const auto top1 = Top1Counts(r.output);
+  EXPECT_EQ(top1.size(), 3u) << r.output;
+  for (const auto& [agree, positions] : top1) EXPECT_GE(agree, positions - 1) << r.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CheckLogitsCudaTest,
+                         ::testing::Values("llama", "qwen2", "mixtral", "granitemoe"),
+                         [](const auto& info) { return info.param; });
 
 // Without CUDA in the build, or without a device, --backend cuda says which.
 TEST(CheckLogitsTest, CudaUnavailableNamed) {
