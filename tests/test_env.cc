@@ -25,7 +25,12 @@ std::string SharedDir() {
 
 bool HaveShared() { return std::filesystem::exists(SharedDir() + "/models/stories260K/config.json"); }
 
-std::string BinDir() { return DPINFER_BIN_DIR; }
+std::string BinDir() {
+  // Overridable so that test binaries carried to another machine (the GPU host) find the
+  // binaries they run beside them.
+  const char* env = std::getenv("DPINFER_BIN_DIR");
+  return env != nullptr ? env : DPINFER_BIN_DIR;
+}
 
 std::string MakeTempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "dpinfer_test_XXXXXX").string();
