@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-model-len", eo.max_model_len, "context length (0: the model's)");
   app.add_option("--kv-cache-tokens", eo.kv_cache_tokens, "KV cache capacity in tokens (0: auto)");
   app.add_option("--threads", eo.num_threads, "CPU threads for the engine (0: all cores)");
+  app.add_option("--device", eo.device, "cpu, cuda or auto (cuda when a GPU is usable)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--dtype", eo.dtype, "weights: float32, or bfloat16 (cuda only)")
+      ->check(CLI::IsMember({"float32", "bfloat16"}));
   app.add_option("--log-level", log_level, "debug, info, warn or error");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));

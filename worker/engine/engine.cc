@@ -13,9 +13,17 @@
 #include "kernels/backend.h"
 #include "worker/engine/kv_cache.h"
 #include "worker/engine/llama_model.h"
+#include "worker/engine/model.h"
 #include "worker/engine/sampler.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/tokenizer/tokenizer.h"
+
+#ifdef DPINFER_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/cuda_backend.h"
+#include "worker/engine/cuda_llama_model.h"
+#endif
 
 namespace dpinfer::engine {
 
@@ -62,6 +70,75 @@ namespace {
 // KV memory the default sizing may take when EngineOptions.kv_cache_tokens is 0.
 constexpr int64_t kDefaultKvBytesCap = int64_t{4} << 30;
 
+// The fp32 model on the CPU backend; its KV storage is the engine's KvCache itself.
+class CpuModel final : public Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const EngineOptions& o,
+                                                       const ModelConfig& config, KvCache* cache) {
+    std::unique_ptr<CpuModel> m(new CpuModel(cache));
+    m->backend_ = kernels::NewCpuBackend(o.num_threads);
+    ASSIGN_OR_RETURN(m->model_, LlamaModel::Load(o.model_dir, config, m->backend_.get()));
+    return std::unique_ptr<Model>(std::move(m));
+  }
+  absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits) override {
+    model_->Forward(batch, cache_, logits);
+    return absl::OkStatus();
+  }
+
+ private:
+  explicit CpuModel(KvCache* cache) : cache_(cache) {}
+  KvCache* cache_;  // not owned
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<LlamaModel> model_;
+};
+
+// Empty when a CUDA device can be used, else why not.
+std::string CudaUnavailableReason() {
+#ifdef DPINFER_HAVE_CUDA
+  int devices = 0;
+  const cudaError_t err = cudaGetDeviceCount(&devices);
+  if (err != cudaSuccess) return absl::StrCat("cudaGetDeviceCount: ", cudaGetErrorString(err));
+  if (devices == 0) return "cudaGetDeviceCount found 0 devices";
+  return "";
+#else
+  return "this build has no CUDA (nvcc was not found when it was configured)";
+#endif
+}
+
+#ifdef DPINFER_HAVE_CUDA
+// The model on the first visible GPU, with a device KV cache of the engine KvCache's shape: the
+// KvCache (built without storage) allocates block ids, this cache holds their keys and values.
+// Logits are downloaded each step and sampled on the host.
+class CudaModel final : public Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<Model>> Create(const EngineOptions& o,
+                                                       const ModelConfig& config,
+                                                       int64_t num_blocks) {
+    std::unique_ptr<CudaModel> m(new CudaModel());
+    m->backend_ = kernels::NewCudaBackend(nullptr);
+    RETURN_IF_ERROR(m->backend_->status());
+    const WeightDType dtype =
+        o.dtype == "bfloat16" ? WeightDType::kBfloat16 : WeightDType::kFloat32;
+    ASSIGN_OR_RETURN(m->model_,
+                     CudaLlamaModel::Load(o.model_dir, config, dtype, m->backend_.get()));
+    ASSIGN_OR_RETURN(m->cache_,
+                     DeviceKvCache::Create(config.num_layers, num_blocks, o.kv_block_size,
+                                           config.num_kv_heads, config.head_dim));
+    return std::unique_ptr<Model>(std::move(m));
+  }
+  absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits) override {
+    return model_->Forward(batch, cache_.get(), logits);
+  }
+
+ private:
+  CudaModel() = default;
+  // Destroyed in reverse order: the cache, the model, then the backend they use.
+  std::unique_ptr<kernels::CudaBackend> backend_;
+  std::unique_ptr<CudaLlamaModel> model_;
+  std::unique_ptr<DeviceKvCache> cache_;
+};
+#endif
+
 class EngineImpl final : public Engine {
  public:
   absl::Status Init(const EngineOptions& options);
@@ -77,6 +154,7 @@ class EngineImpl final : public Engine {
   const Tokenizer& tokenizer() const override { return *tokenizer_; }
   const std::string& served_model_name() const override { return served_model_name_; }
   int32_t max_model_len() const override { return max_model_len_; }
+  const std::string& device() const override { return device_; }
 
  private:
   // Appends a sampled token and applies the stop conditions; true when the sequence is done.
@@ -90,9 +168,10 @@ class EngineImpl final : public Engine {
   std::string served_model_name_;
   int32_t max_model_len_ = 0;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<kernels::Backend> backend_;
-  std::unique_ptr<LlamaModel> model_;
+  std::string device_;
+  // The cache outlives the model (CpuModel writes into it).
   std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<Model> model_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unordered_set<uint64_t> live_ids_;
   std::mt19937_64 seed_rng_{std::random_device{}()};
@@ -107,6 +186,26 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "max_num_seqs (%d), max_num_batched_tokens (%d) and kv_block_size (%d) must be >= 1",
         o.max_num_seqs, o.max_num_batched_tokens, o.kv_block_size));
+  }
+  if (o.device != "cpu" && o.device != "cuda" && o.device != "auto") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device must be cpu, cuda or auto, got \"", o.device, "\""));
+  }
+  if (o.dtype != "float32" && o.dtype != "bfloat16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype must be float32 or bfloat16, got \"", o.dtype, "\""));
+  }
+  device_ = o.device;
+  if (device_ != "cpu") {
+    const std::string reason = CudaUnavailableReason();
+    if (!reason.empty() && device_ == "cuda") {
+      return absl::FailedPreconditionError(absl::StrCat("--device cuda: no CUDA device: ", reason));
+    }
+    device_ = reason.empty() ? "cuda" : "cpu";
+  }
+  if (device_ == "cpu" && o.dtype != "float32") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype ", o.dtype, " needs --device cuda (the CPU model runs in float32)"));
   }
   ASSIGN_OR_RETURN(config_, LoadModelConfig(o.model_dir));
   ASSIGN_OR_RETURN(tokenizer_, Tokenizer::Load(o.model_dir));
@@ -123,9 +222,6 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
         absl::StrFormat("max_model_len %d exceeds the model's max_position_embeddings %d",
                         max_model_len_, config_.max_position_embeddings));
   }
-  backend_ = kernels::NewCpuBackend(o.num_threads);
-  ASSIGN_OR_RETURN(model_, LlamaModel::Load(o.model_dir, config_, backend_.get()));
-
   const int64_t kv_bytes_per_token =
       2 * config_.num_layers * config_.num_kv_heads * config_.head_dim * int64_t{sizeof(float)};
   int64_t kv_tokens = o.kv_cache_tokens;
@@ -142,8 +238,18 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
                         kv_tokens, max_model_len_));
   }
   const int64_t num_blocks = (kv_tokens + o.kv_block_size - 1) / o.kv_block_size;
-  cache_ = std::make_unique<KvCache>(config_.num_layers, num_blocks, o.kv_block_size,
-                                     config_.num_kv_heads, config_.head_dim);
+  if (device_ == "cpu") {
+    cache_ = std::make_unique<KvCache>(config_.num_layers, num_blocks, o.kv_block_size,
+                                       config_.num_kv_heads, config_.head_dim);
+    ASSIGN_OR_RETURN(model_, CpuModel::Create(o, config_, cache_.get()));
+  } else {
+#ifdef DPINFER_HAVE_CUDA
+    // Zero layers: block accounting only; the keys and values live in the CudaModel's cache.
+    cache_ = std::make_unique<KvCache>(0, num_blocks, o.kv_block_size, config_.num_kv_heads,
+                                       config_.head_dim);
+    ASSIGN_OR_RETURN(model_, CudaModel::Create(o, config_, num_blocks));
+#endif
+  }
   scheduler_ = std::make_unique<Scheduler>(o.max_num_seqs, o.max_num_batched_tokens, cache_.get());
   return absl::OkStatus();
 }
@@ -267,7 +373,7 @@ absl::Status EngineImpl::Step(std::vector<Result>* finished) {
       to_sample.push_back(seq);
     }
   }
-  model_->Forward(b, cache_.get(), &logits_);
+  RETURN_IF_ERROR(model_->Forward(b, &logits_));
   for (const ScheduledSeq& s : sched.scheduled) s.seq->num_computed += s.num_tokens;
 
   const int64_t vocab = config_.vocab_size;

@@ -61,6 +61,11 @@ struct EngineOptions {
   int64_t kv_cache_tokens = 0;    // 0 -> enough for max_num_seqs full-length sequences, capped
   int32_t max_model_len = 0;      // 0 -> max_position_embeddings
   int32_t num_threads = 0;        // CPU backend threads; 0 -> all cores
+  // Where the model runs: "cpu", "cuda" (refused with a reason when this build has no CUDA or no
+  // device is visible) or "auto" (cuda when built with CUDA and a device is present, else cpu).
+  std::string device = "cpu";
+  // Weights: "float32" (exact), or "bfloat16" (cuda only: linear layers as bf16 GEMMs).
+  std::string dtype = "float32";
 };
 
 struct EngineStats {
@@ -96,6 +101,8 @@ class Engine {
   virtual const Tokenizer& tokenizer() const = 0;
   virtual const std::string& served_model_name() const = 0;
   virtual int32_t max_model_len() const = 0;
+  // The device the model runs on ("cpu" or "cuda"; "auto" resolved).
+  virtual const std::string& device() const = 0;
 };
 
 }  // namespace dpinfer::engine

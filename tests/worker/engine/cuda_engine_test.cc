@@ -1,0 +1,185 @@
+// The engine on the GPU (EngineOptions.device = "cuda"): stories260K greedy in fp32 through the
+// whole engine (scheduler, paged cache, host sampling over downloaded logits) equals HF
+// transformers' reference ids exactly, also when preemption reuses blocks. Where this build has no
+// CUDA or no device is visible, the GPU cases skip with the engine's reason, and what runs instead
+// checks that the refusal says so and that "auto" falls back to the CPU.
+#include <fstream>
+#include <map>
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/test_env.h"
+#include "worker/engine/engine.h"
+
+namespace dpinfer::engine {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+constexpr char kNoDevice[] = "--device cuda: no CUDA device: ";
+
+struct Reference {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> output_ids;
+};
+
+std::string ModelDir() { return testing::SharedDir() + "/models/stories260K"; }
+
+std::vector<Reference> LoadReference() {
+  std::ifstream in(ModelDir() + "/reference.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  std::vector<Reference> refs;
+  for (const auto& e : j["greedy"]) {
+    refs.push_back(
+        {e["prompt_ids"].get<std::vector<int32_t>>(), e["output_ids"].get<std::vector<int32_t>>()});
+  }
+  return refs;
+}
+
+EngineOptions CudaOptions() {
+  EngineOptions o;
+  o.model_dir = ModelDir();
+  o.device = "cuda";
+  return o;
+}
+
+// Creates a CUDA engine, or sets *skip to the engine's reason when no device can be used.
+std::unique_ptr<Engine> MakeCudaEngine(const EngineOptions& o, std::string* skip) {
+  absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Create(o);
+  if (!e.ok() && absl::StrContains(e.status().message(), kNoDevice)) {
+    *skip = std::string(e.status().message());
+    return nullptr;
+  }
+  EXPECT_TRUE(e.ok()) << e.status();
+  if (!e.ok()) return nullptr;
+  EXPECT_EQ((*e)->device(), "cuda");
+  return *std::move(e);
+}
+
+// Submits all four reference prompts at once (one batch) and checks HF's ids exactly.
+void ExpectGreedyParity(Engine* engine) {
+  const std::vector<Reference> refs = LoadReference();
+  ASSERT_EQ(refs.size(), 4u);
+  for (size_t i = 0; i < refs.size(); ++i) {
+    Request r;
+    r.id = i;
+    r.prompt = refs[i].prompt_ids;
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = static_cast<int32_t>(refs[i].output_ids.size());
+    ASSERT_TRUE(engine->Add(std::move(r)).ok());
+  }
+  std::map<uint64_t, Result> results;
+  for (int steps = 0; engine->HasWork() && steps < 100000; ++steps) {
+    std::vector<Result> finished;
+    const absl::Status s = engine->Step(&finished);
+    ASSERT_TRUE(s.ok()) << s;
+    for (Result& r : finished) results[r.id] = std::move(r);
+  }
+  ASSERT_EQ(results.size(), refs.size());
+  for (size_t i = 0; i < refs.size(); ++i) {
+    EXPECT_EQ(results[i].output_ids, refs[i].output_ids) << "prompt " << i;
+    EXPECT_EQ(results[i].finish_reason, FinishReason::kLength);
+  }
+  const EngineStats s = engine->stats();
+  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+}
+
+TEST(CudaEngineTest, GreedyParityFp32AllTogether) {
+  SKIP_WITHOUT_SHARED();
+  std::string skip;
+  auto engine = MakeCudaEngine(CudaOptions(), &skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_NE(engine, nullptr);
+  ExpectGreedyParity(engine.get());
+  EXPECT_EQ(engine->stats().preemptions, 0);
+}
+
+TEST(CudaEngineTest, GreedyParityFp32UnderPreemption) {
+  SKIP_WITHOUT_SHARED();
+  EngineOptions o = CudaOptions();
+  o.max_model_len = 80;    // the longest reference is 14 + 64 tokens
+  o.kv_cache_tokens = 96;  // about one sequence: the others are preempted and recomputed
+  o.kv_block_size = 8;
+  std::string skip;
+  auto engine = MakeCudaEngine(o, &skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_NE(engine, nullptr);
+  ExpectGreedyParity(engine.get());
+  EXPECT_GT(engine->stats().preemptions, 0);
+}
+
+TEST(CudaEngineTest, Bfloat16RunsEveryRequestToTheEnd) {
+  SKIP_WITHOUT_SHARED();
+  EngineOptions o = CudaOptions();
+  o.dtype = "bfloat16";
+  std::string skip;
+  auto engine = MakeCudaEngine(o, &skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_NE(engine, nullptr);
+  const std::vector<Reference> refs = LoadReference();
+  for (size_t i = 0; i < refs.size(); ++i) {
+    Request r;
+    r.id = i;
+    r.prompt = refs[i].prompt_ids;
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = 16;
+    r.params.ignore_eos = true;
+    ASSERT_TRUE(engine->Add(std::move(r)).ok());
+  }
+  std::map<uint64_t, Result> results;
+  for (int steps = 0; engine->HasWork() && steps < 10000; ++steps) {
+    std::vector<Result> finished;
+    const absl::Status s = engine->Step(&finished);
+    ASSERT_TRUE(s.ok()) << s;
+    for (Result& r : finished) results[r.id] = std::move(r);
+  }
+  ASSERT_EQ(results.size(), refs.size());
+  // bf16 weights need not reproduce fp32's argmax everywhere, but the first token of these
+  // short prompts has a wide margin.
+  for (size_t i = 0; i < refs.size(); ++i) {
+    ASSERT_EQ(results[i].output_ids.size(), 16u);
+    EXPECT_EQ(results[i].output_ids[0], refs[i].output_ids[0]) << "prompt " << i;
+  }
+}
+
+// Runs everywhere: without a device, cuda is refused with a reason and auto means cpu; with one,
+// auto means cuda.
+TEST(CudaEngineTest, DeviceChoiceWithAndWithoutAGpu) {
+  SKIP_WITHOUT_SHARED();
+  absl::StatusOr<std::unique_ptr<Engine>> cuda = Engine::Create(CudaOptions());
+  EngineOptions o = CudaOptions();
+  o.device = "auto";
+  absl::StatusOr<std::unique_ptr<Engine>> automatic = Engine::Create(o);
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  if (cuda.ok()) {
+    EXPECT_EQ((*automatic)->device(), "cuda");
+  } else {
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(std::string(cuda.status().message()), StartsWith(kNoDevice));
+    EXPECT_EQ((*automatic)->device(), "cpu");
+  }
+}
+
+TEST(CudaEngineTest, RefusesBadDeviceAndDtype) {
+  SKIP_WITHOUT_SHARED();
+  EngineOptions o = CudaOptions();
+  o.device = "tpu";
+  absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_THAT(e.status().message(), HasSubstr("--device must be cpu, cuda or auto"));
+  o.device = "cpu";
+  o.dtype = "bfloat16";
+  e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_THAT(e.status().message(), HasSubstr("needs --device cuda"));
+  o.dtype = "float16";
+  e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_THAT(e.status().message(), HasSubstr("--dtype must be float32 or bfloat16"));
+}
+
+}  // namespace
+}  // namespace dpinfer::engine
