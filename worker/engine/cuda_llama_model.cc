@@ -227,35 +227,8 @@ absl::Status CudaLlamaModel::Moe(const Layer& l, const float* h, float* out, int
   router_logits_host_.resize(t * num_e);
   RETURN_IF_ERROR(router_logits_.Download(router_logits_host_.data(), t * num_e, stream_));
 
-  // Routing on the host, exactly LlamaModel::MoeOp's: expert_tokens[e] lists (token, weight)
-  // pairs in token order.
-  std::vector<std::vector<std::pair<int64_t, float>>> expert_tokens(num_e);
-  std::vector<float> probs(num_e);
-  std::vector<int64_t> order(num_e);
-  std::vector<float> w(top_k);
-  for (int64_t tok = 0; tok < t; ++tok) {
-    const float* logits = router_logits_host_.data() + tok * num_e;
-    // Mixtral ranks softmax probabilities, GraniteMoE raw logits.
-    if (c.family == ModelFamily::kMixtral) {
-      host_ops_->Softmax({logits, probs.data(), 1, num_e});
-    } else {
-      std::copy(logits, logits + num_e, probs.begin());
-    }
-    // torch.topk: largest first; ties go to the lower index.
-    for (int64_t e = 0; e < num_e; ++e) order[e] = e;
-    std::partial_sort(order.begin(), order.begin() + top_k, order.end(), [&](int64_t a, int64_t b) {
-      return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
-    });
-    for (int64_t j = 0; j < top_k; ++j) w[j] = probs[order[j]];
-    if (c.family == ModelFamily::kMixtral) {
-      float sum = 0.0f;
-      for (int64_t j = 0; j < top_k; ++j) sum += w[j];
-      for (int64_t j = 0; j < top_k; ++j) w[j] /= sum;
-    } else {
-      host_ops_->Softmax({w.data(), w.data(), 1, top_k});
-    }
-    for (int64_t j = 0; j < top_k; ++j) expert_tokens[order[j]].push_back({tok, w[j]});
-  }
+  // Routing on the host, with the CPU model's code.
+  const auto expert_tokens = RouteTokens(c, router_logits_host_.data(), t, host_ops_.get());
 
   // The routed rows, grouped by expert (ascending), and per token its slots in ascending expert
   // order: the order MoeCombine adds them in, as the CPU model's index_add loop does.

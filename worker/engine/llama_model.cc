@@ -44,6 +44,45 @@ std::vector<float> RopeInvFreq(const ModelConfig& c) {
   return inv;
 }
 
+std::vector<std::vector<std::pair<int64_t, float>>> RouteTokens(const ModelConfig& c,
+                                                                const float* router_logits,
+                                                                int64_t t,
+                                                                kernels::Backend* host_ops) {
+  const int64_t num_e = c.num_experts;
+  const int64_t top_k = c.num_experts_per_tok;
+  std::vector<std::vector<std::pair<int64_t, float>>> expert_tokens(num_e);
+  std::vector<float> probs(num_e);
+  std::vector<int64_t> order(num_e);
+  std::vector<float> w(top_k);
+  for (int64_t tok = 0; tok < t; ++tok) {
+    const float* logits = router_logits + tok * num_e;
+    // Mixtral ranks softmax probabilities, GraniteMoE raw logits: the same order either way,
+    // but the selected values differ.
+    if (c.family == ModelFamily::kMixtral) {
+      host_ops->Softmax({logits, probs.data(), 1, num_e});
+    } else {
+      std::copy(logits, logits + num_e, probs.begin());
+    }
+    // torch.topk: largest first; ties go to the lower index.
+    for (int64_t e = 0; e < num_e; ++e) order[e] = e;
+    std::partial_sort(order.begin(), order.begin() + top_k, order.end(), [&](int64_t a, int64_t b) {
+      return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+    });
+    for (int64_t j = 0; j < top_k; ++j) w[j] = probs[order[j]];
+    if (c.family == ModelFamily::kMixtral) {
+      // routing_weights /= routing_weights.sum(): the top-k probabilities renormalised.
+      float sum = 0.0f;
+      for (int64_t j = 0; j < top_k; ++j) sum += w[j];
+      for (int64_t j = 0; j < top_k; ++j) w[j] /= sum;
+    } else {
+      // GraniteMoeTopKGating: softmax over the k selected logits.
+      host_ops->Softmax({w.data(), w.data(), 1, top_k});
+    }
+    for (int64_t j = 0; j < top_k; ++j) expert_tokens[order[j]].push_back({tok, w[j]});
+  }
+  return expert_tokens;
+}
+
 absl::Status LlamaModel::LoadExperts(const Checkpoint& ckpt, const std::string& p,
                                      const ModelConfig& c, Layer* l) {
   const int64_t hidden = c.hidden_size;
@@ -152,44 +191,13 @@ void LlamaModel::MoeOp(const Layer& l, const float* h, float* out, int64_t t) {
   const int64_t hidden = c.hidden_size;
   const int64_t inter = c.intermediate_size;
   const int64_t num_e = c.num_experts;
-  const int64_t top_k = c.num_experts_per_tok;
   router_logits_.resize(t * num_e);
   moe_in_.resize(t * hidden);
   moe_out_.resize(t * hidden);
   LinearOp(h, l.router.data(), nullptr, router_logits_.data(), t, num_e, hidden);
 
   // Routing, on the host: the [t, num_experts] logits are tiny next to the expert GEMMs.
-  // expert_tokens[e] lists (token, weight) pairs in token order.
-  std::vector<std::vector<std::pair<int64_t, float>>> expert_tokens(num_e);
-  std::vector<float> probs(num_e);
-  std::vector<int64_t> order(num_e);
-  std::vector<float> w(top_k);
-  for (int64_t tok = 0; tok < t; ++tok) {
-    const float* logits = router_logits_.data() + tok * num_e;
-    // Mixtral ranks softmax probabilities, GraniteMoE raw logits: the same order either way,
-    // but the selected values differ.
-    if (c.family == ModelFamily::kMixtral) {
-      backend_->Softmax({logits, probs.data(), 1, num_e});
-    } else {
-      std::copy(logits, logits + num_e, probs.begin());
-    }
-    // torch.topk: largest first; ties go to the lower index.
-    for (int64_t e = 0; e < num_e; ++e) order[e] = e;
-    std::partial_sort(order.begin(), order.begin() + top_k, order.end(), [&](int64_t a, int64_t b) {
-      return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
-    });
-    for (int64_t j = 0; j < top_k; ++j) w[j] = probs[order[j]];
-    if (c.family == ModelFamily::kMixtral) {
-      // routing_weights /= routing_weights.sum(): the top-k probabilities renormalised.
-      float sum = 0.0f;
-      for (int64_t j = 0; j < top_k; ++j) sum += w[j];
-      for (int64_t j = 0; j < top_k; ++j) w[j] /= sum;
-    } else {
-      // GraniteMoeTopKGating: softmax over the k selected logits.
-      backend_->Softmax({w.data(), w.data(), 1, top_k});
-    }
-    for (int64_t j = 0; j < top_k; ++j) expert_tokens[order[j]].push_back({tok, w[j]});
-  }
+  const auto expert_tokens = RouteTokens(c, router_logits_.data(), t, backend_);
 
   // Each expert runs once over the rows routed to it; outputs are added in ascending expert
   // order, as transformers' index_add loop does, so a token's sum never depends on the batch.

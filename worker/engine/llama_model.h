@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -35,6 +36,15 @@ struct ForwardBatch {
 // (_compute_default_rope_parameters, _compute_linear_scaling_rope_parameters,
 // _compute_llama3_parameters).
 std::vector<float> RopeInvFreq(const ModelConfig& config);
+
+// MoE routing exactly as transformers does it, from router logits [t, num_experts]: Mixtral
+// ranks softmax probabilities and renormalises the top k; GraniteMoE ranks raw logits and takes a
+// softmax over the k chosen. Returns, per expert, its (token, weight) pairs in token order.
+// `host_ops` is a CPU backend (the logits are host memory).
+std::vector<std::vector<std::pair<int64_t, float>>> RouteTokens(const ModelConfig& config,
+                                                                const float* router_logits,
+                                                                int64_t t,
+                                                                kernels::Backend* host_ops);
 
 class LlamaModel {
  public:
