@@ -62,7 +62,7 @@ class Runner {
                                                                   r->cuda_backend_.get()));
     ASSIGN_OR_RETURN(r->cuda_cache_,
                      engine::DeviceKvCache::Create(config.num_layers, num_blocks, kBlockSize,
-                                                   config.num_kv_heads, config.head_dim));
+                                                   config.num_kv_heads, config.head_dim, dtype));
     return r;
 #else
     return absl::UnimplementedError(

@@ -37,8 +37,8 @@ bool IsLoopback(const std::string& host) {
 
 int main(int argc, char** argv) {
   CLI::App app{"dpinfer-worker: one data-parallel replica serving a model"};
-  std::string coordinator = EnvOr("DPINFER_MASTER_IP", "127.0.0.1") + ":" +
-                            EnvOr("DPINFER_MASTER_PORT", "8470");
+  std::string coordinator =
+      EnvOr("DPINFER_MASTER_IP", "127.0.0.1") + ":" + EnvOr("DPINFER_MASTER_PORT", "8470");
   std::string listen = "0.0.0.0:0";
   std::string advertise_host;
   int dp_rank = EnvInt("DPINFER_DP_RANK", -1);
@@ -68,8 +68,14 @@ int main(int argc, char** argv) {
   app.add_option("--threads", eo.num_threads, "CPU threads for the engine (0: all cores)");
   app.add_option("--device", eo.device, "cpu, cuda or auto (cuda when a GPU is usable)")
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  app.add_option("--dtype", eo.dtype, "weights: float32, or bfloat16 (cuda only)")
+  app.add_option("--dtype", eo.dtype,
+                 "float32 (exact), or bfloat16 (cuda only: the fast serving path)")
       ->check(CLI::IsMember({"float32", "bfloat16"}));
+  app.add_option("--gpu-memory-utilization", eo.gpu_memory_utilization,
+                 "cuda: fraction of the GPU's memory this worker may use (weights, activations, "
+                 "KV cache); workers sharing a GPU each take their own share")
+      ->check(CLI::Range(0.01, 1.0));
+  app.add_flag("--enforce-eager", eo.enforce_eager, "cuda: no CUDA graphs for decode steps");
   app.add_option("--log-level", log_level, "debug, info, warn or error");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));

@@ -13,6 +13,7 @@
 #include <cub/cub.cuh>
 
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/fast_ops.h"
 
 namespace dpinfer::kernels::gpu {
 namespace {
@@ -27,9 +28,24 @@ __device__ __forceinline__ uint64_t Mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+__device__ __forceinline__ uint64_t GumbelRowKey(uint64_t seed, uint64_t step) {
+  return Mix64(Mix64(seed) ^ Mix64(step ^ 0x5851f42d4c957f2dULL));
+}
+
 __device__ __forceinline__ double CounterUniform(uint64_t seed, uint64_t counter) {
-  const uint64_t bits = Mix64(Mix64(seed) ^ Mix64(counter ^ 0x5851f42d4c957f2dULL));
-  return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);
+  return static_cast<double>(GumbelRowKey(seed, counter) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// sampler.cc's GumbelNoise and UsesGumbelSampling.
+__device__ __forceinline__ double GumbelNoise(uint64_t row_key, int64_t i) {
+  const uint64_t bits = Mix64(row_key + static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ULL);
+  const double u = (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  return -log(-log(u));
+}
+
+__device__ __forceinline__ bool UsesGumbel(float temperature, int32_t top_k, float top_p,
+                                           int64_t vocab) {
+  return temperature > 0.0f && (top_k <= 0 || top_k >= vocab) && top_p >= 1.0f;
 }
 
 struct Best {
@@ -65,6 +81,62 @@ __global__ void ArgmaxKernel(const float* __restrict__ logits, int64_t vocab,
   }
 }
 
+// One block per row: greedy rows take the argmax, Gumbel rows the argmax of the perturbed scores
+// (both "largest value, lowest index"), and rows that need the sorted path are marked -1. With
+// kGumbelOnly (after the sorted path has written its rows) only the Gumbel rows are written.
+template <bool kGumbelOnly>
+__global__ void __launch_bounds__(kThreads) SampleFastKernel(SampleFastArgs a) {
+  __shared__ double sm_score[kThreads / 32];
+  __shared__ int32_t sm_index[kThreads / 32];
+  const int64_t r = blockIdx.x;
+  const float* row = a.logits + r * a.vocab;
+  const float temperature = a.temperature[r];
+  const int32_t top_k = a.top_k[r];
+  const bool greedy = temperature == 0.0f || top_k == 1;
+  if (kGumbelOnly && greedy) return;
+  if (!greedy && !UsesGumbel(temperature, top_k, a.top_p[r], a.vocab)) {
+    if (!kGumbelOnly && threadIdx.x == 0) a.tokens[r] = -1;
+    return;
+  }
+  const uint64_t key = greedy ? 0 : GumbelRowKey(a.seed[r], a.step[r]);
+  const double inv_t = greedy ? 1.0 : 1.0 / static_cast<double>(temperature);
+  double best = -INFINITY;
+  int32_t best_i = INT_MAX;
+  for (int64_t i = threadIdx.x; i < a.vocab; i += blockDim.x) {
+    const double score =
+        greedy ? static_cast<double>(row[i])
+               : __dadd_rn(__dmul_rn(static_cast<double>(row[i]), inv_t), GumbelNoise(key, i));
+    if (score > best) {  // i increases within a thread: ties keep the lower index
+      best = score;
+      best_i = static_cast<int32_t>(i);
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const double other = __shfl_xor_sync(0xffffffffu, best, o);
+    const int32_t other_i = __shfl_xor_sync(0xffffffffu, best_i, o);
+    if (other > best || (other == best && other_i < best_i)) {
+      best = other;
+      best_i = other_i;
+    }
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) {
+    sm_score[warp] = best;
+    sm_index[warp] = best_i;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / 32; ++w) {
+      if (sm_score[w] > best || (sm_score[w] == best && sm_index[w] < best_i)) {
+        best = sm_score[w];
+        best_i = sm_index[w];
+      }
+    }
+    // A row of NaN (or all -inf): the CPU loops never move off index 0.
+    a.tokens[r] = best_i == INT_MAX ? 0 : best_i;
+  }
+}
+
 __global__ void IotaKernel(int32_t* values, int32_t* offsets, int64_t num_rows, int64_t vocab) {
   const int64_t total = num_rows * vocab;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i <= total;
@@ -97,6 +169,7 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) a.tokens[r] = index[0];
     return;
   }
+  if (UsesGumbel(temperature, top_k, a.top_p[r], a.vocab)) return;  // SampleFast's row
   const int64_t keep = (top_k > 0 && top_k < a.vocab) ? top_k : a.vocab;
   const double inv_t = 1.0 / static_cast<double>(temperature);
   const double max_l = __dmul_rn(static_cast<double>(logits[0]), inv_t);
@@ -225,8 +298,26 @@ cudaError_t Sample(cudaStream_t stream, const SampleArgs& a) {
     SampleSortedKernel<<<a.num_rows, kThreads, 0, stream>>>(keys_out, values_out, a);
     err = cudaGetLastError();
   }
+  if (err == cudaSuccess) {
+    // The rows drawn by the Gumbel-max rule (the sorted kernel left them alone).
+    const SampleFastArgs f{a.logits, a.temperature, a.top_k,    a.top_p, a.seed,
+                           a.step,   a.tokens,      a.num_rows, a.vocab};
+    SampleFastKernel<true><<<a.num_rows, kThreads, 0, stream>>>(f);
+    err = cudaGetLastError();
+  }
   release();
   return err;
+}
+
+cudaError_t SampleFast(cudaStream_t stream, const SampleFastArgs& a) {
+  if (a.logits == nullptr || a.temperature == nullptr || a.top_k == nullptr || a.top_p == nullptr ||
+      a.seed == nullptr || a.step == nullptr || a.tokens == nullptr || a.vocab <= 0 ||
+      a.vocab > INT_MAX || a.num_rows < 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.num_rows == 0) return cudaSuccess;
+  SampleFastKernel<false><<<a.num_rows, kThreads, 0, stream>>>(a);
+  return cudaGetLastError();
 }
 
 }  // namespace dpinfer::kernels::gpu

@@ -28,20 +28,21 @@ TEST(CudaEndToEndTest, CoordinatorAndTwoCudaWorkersReproduceTheReferenceGreedyTe
   SKIP_WITHOUT_SHARED();
   const std::string reason = CudaUnavailableReason();
   if (!reason.empty()) GTEST_SKIP() << reason;
-  auto cluster = Cluster::Start({.workers = 2,
-                                 .coordinator_args = {"--dp-size", "2"},
-                                 .worker_args = {"--threads", "1", "--device", "cuda"}});
+  auto cluster = Cluster::Start(
+      {.workers = 2,
+       .coordinator_args = {"--dp-size", "2"},
+       .worker_args = {"--threads", "1", "--device", "cuda", "--gpu-memory-utilization", "0.3"}});
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   ASSERT_TRUE((*cluster)->WaitForWorkers(2).ok());
   const json ref = LoadStoriesReference();
   std::vector<std::string> lines;
   int i = 0;
   for (const auto& g : ref["greedy"]) {
-    lines.push_back(CompletionLine(absl::StrCat("text-", i++),
-                                   {{"model", "stories260K"},
-                                    {"prompt", g["prompt"]},
-                                    {"max_tokens", g["output_ids"].size()},
-                                    {"temperature", 0}}));
+    lines.push_back(
+        CompletionLine(absl::StrCat("text-", i++), {{"model", "stories260K"},
+                                                    {"prompt", g["prompt"]},
+                                                    {"max_tokens", g["output_ids"].size()},
+                                                    {"temperature", 0}}));
   }
   auto& client = (*cluster)->client();
   auto job = client.Submit(lines, "reference-cuda");

@@ -1,6 +1,7 @@
-// The GPU twin of llama_model.cc (see cuda_llama_model.h). The forward pass is the CPU model's op
-// for op, in the same order and with the same family switches, so the two can be compared line by
-// line; what differs is only where memory lives and that the linear layers may run in bf16.
+// The GPU twin of llama_model.cc (see cuda_llama_model.h). The fp32 forward pass is the CPU model's
+// op for op, in the same order and with the same family switches, so the two can be compared line
+// by line. The bf16 pass (ForwardFast / EnqueueFast) computes the same function with fused
+// weights, bf16 activations and KV cache, device-side MoE routing and device sampling.
 #include "worker/engine/cuda_llama_model.h"
 
 #include <algorithm>
@@ -9,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "kernels/cuda/fast_ops.h"
+#include "worker/engine/sampler.h"
 
 namespace dpinfer::engine {
 namespace {
@@ -32,24 +35,46 @@ absl::Status UploadVector(const std::vector<T>& host, kernels::DeviceBuffer<T>* 
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<DeviceKvCache>> DeviceKvCache::Create(int64_t num_layers,
-                                                                     int64_t num_blocks,
-                                                                     int64_t block_size,
-                                                                     int64_t num_kv_heads,
-                                                                     int64_t head_dim) {
+namespace {
+
+// Allocates and zeroes one layer's K or V (zeroed so a slot read before it is written holds no
+// stale NaN from earlier allocations).
+template <typename T>
+absl::Status AllocateZeroed(int64_t n, std::vector<kernels::DeviceBuffer<T>>* list) {
+  ASSIGN_OR_RETURN(kernels::DeviceBuffer<T> buf, kernels::DeviceBuffer<T>::Allocate(n));
+  if (n > 0) CUDA_RETURN_IF_ERROR(cudaMemset(buf.data(), 0, sizeof(T) * n));
+  list->push_back(std::move(buf));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DeviceKvCache>> DeviceKvCache::Create(
+    int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t num_kv_heads,
+    int64_t head_dim, WeightDType dtype) {
   std::unique_ptr<DeviceKvCache> cache(new DeviceKvCache());
   cache->num_blocks_ = num_blocks;
   cache->block_size_ = block_size;
+  cache->dtype_ = dtype;
   const int64_t n = num_blocks * block_size * num_kv_heads * head_dim;
   for (int64_t i = 0; i < num_layers; ++i) {
-    for (auto* list : {&cache->k_, &cache->v_}) {
-      ASSIGN_OR_RETURN(kernels::DeviceBuffer<float> buf, kernels::DeviceBuffer<float>::Allocate(n));
-      // Zeroed so a slot read before it is written holds no stale NaN from earlier allocations.
-      if (n > 0) CUDA_RETURN_IF_ERROR(cudaMemset(buf.data(), 0, sizeof(float) * n));
-      list->push_back(std::move(buf));
+    if (dtype == WeightDType::kFloat32) {
+      RETURN_IF_ERROR(AllocateZeroed(n, &cache->k_));
+      RETURN_IF_ERROR(AllocateZeroed(n, &cache->v_));
+    } else {
+      RETURN_IF_ERROR(AllocateZeroed(n, &cache->k_bf16_));
+      RETURN_IF_ERROR(AllocateZeroed(n, &cache->v_bf16_));
     }
   }
+  // The memsets ran on the legacy stream, which a non-blocking model stream does not wait for.
+  CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
   return cache;
+}
+
+int64_t DeviceKvCache::BytesPerToken(int64_t num_layers, int64_t num_kv_heads, int64_t head_dim,
+                                     WeightDType dtype) {
+  const int64_t elem = dtype == WeightDType::kFloat32 ? 4 : 2;
+  return 2 * num_layers * num_kv_heads * head_dim * elem;
 }
 
 CudaLlamaModel::CudaLlamaModel(const ModelConfig& config, WeightDType dtype,
@@ -58,13 +83,26 @@ CudaLlamaModel::CudaLlamaModel(const ModelConfig& config, WeightDType dtype,
       dtype_(dtype),
       backend_(backend),
       stream_(backend->stream()),
-      host_ops_(kernels::NewCpuBackend(1)) {}
+      host_ops_(kernels::NewCpuBackend(1)) {
+  int device = 0;
+  if (cudaGetDevice(&device) == cudaSuccess) {
+    cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device);
+  }
+}
+
+CudaLlamaModel::~CudaLlamaModel() {
+  for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
+  if (step_host_ != nullptr) cudaFreeHost(step_host_);
+  if (tokens_host_ != nullptr) cudaFreeHost(tokens_host_);
+}
 
 absl::Status CudaLlamaModel::Allocate(Weight* w, int64_t numel, bool fp32) {
   if (fp32 || dtype_ == WeightDType::kFloat32) {
     ASSIGN_OR_RETURN(w->f32, kernels::DeviceBuffer<float>::Allocate(numel));
+    weight_bytes_ += 4 * numel;
   } else {
     ASSIGN_OR_RETURN(w->bf16, kernels::DeviceBuffer<__nv_bfloat16>::Allocate(numel));
+    weight_bytes_ += 2 * numel;
   }
   return absl::OkStatus();
 }
@@ -88,12 +126,47 @@ absl::Status CudaLlamaModel::Put(const std::vector<float>& host, Weight* w, int6
   return absl::OkStatus();
 }
 
-absl::Status CudaLlamaModel::Read(const Checkpoint& ckpt, const std::string& name,
-                                  const std::vector<int64_t>& shape, Weight* w, bool fp32) {
+absl::Status CudaLlamaModel::PutTensor(const Checkpoint& ckpt, const std::string& name,
+                                       const std::vector<int64_t>& shape, Weight* w,
+                                       int64_t offset) {
+  const TensorInfo* info = ckpt.Find(name);
+  const bool to_bf16 = w->bf16.size() > 0;
+  if (info != nullptr && info->shape == shape) {
+    const int64_t n = info->numel();
+    if (offset + n > (to_bf16 ? w->bf16.size() : w->f32.size())) {
+      return absl::InternalError(
+          absl::StrCat("CudaLlamaModel: ", name, " does not fit its weight"));
+    }
+    // Straight from the mapped file: no host conversion, no extra copy.
+    if (info->dtype == (to_bf16 ? DType::kBF16 : DType::kF32)) {
+      void* dst = to_bf16 ? static_cast<void*>(w->bf16.data() + offset)
+                          : static_cast<void*>(w->f32.data() + offset);
+      CUDA_RETURN_IF_ERROR(
+          cudaMemcpyAsync(dst, info->data, info->nbytes, cudaMemcpyHostToDevice, stream_));
+      CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+      return absl::OkStatus();
+    }
+    if (info->dtype == DType::kF32 && to_bf16) {
+      RETURN_IF_ERROR(Reserve(&staging_, n));
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(staging_.data(), info->data, info->nbytes,
+                                           cudaMemcpyHostToDevice, stream_));
+      RETURN_IF_ERROR(kernels::Fp32ToBf16(stream_, staging_.data(), w->bf16.data() + offset, n));
+      CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+      return absl::OkStatus();
+    }
+  }
+  // Other dtypes, and every error message (missing tensor, wrong shape), from ReadF32.
   std::vector<float> host;
   RETURN_IF_ERROR(ckpt.ReadF32(name, shape, &host));
-  RETURN_IF_ERROR(Allocate(w, static_cast<int64_t>(host.size()), fp32));
-  return Put(host, w, 0);
+  return Put(host, w, offset);
+}
+
+absl::Status CudaLlamaModel::Read(const Checkpoint& ckpt, const std::string& name,
+                                  const std::vector<int64_t>& shape, Weight* w, bool fp32) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  RETURN_IF_ERROR(Allocate(w, numel, fp32));
+  return PutTensor(ckpt, name, shape, w, 0);
 }
 
 absl::Status CudaLlamaModel::LoadExperts(const Checkpoint& ckpt, const std::string& p, Layer* l) {
@@ -104,7 +177,7 @@ absl::Status CudaLlamaModel::LoadExperts(const Checkpoint& ckpt, const std::stri
   if (c.family == ModelFamily::kGraniteMoe) {
     // input_linear already holds [gate; up] rows per expert, the fused layout kept here.
     RETURN_IF_ERROR(Read(ckpt, p + "block_sparse_moe.router.layer.weight", {e_count, hidden},
-                         &l->router, /*fp32=*/true));
+                         &l->router, /*fp32=*/dtype_ == WeightDType::kFloat32));
     RETURN_IF_ERROR(Read(ckpt, p + "block_sparse_moe.input_linear.weight",
                          {e_count, 2 * inter, hidden}, &l->expert_gate_up));
     return Read(ckpt, p + "block_sparse_moe.output_linear.weight", {e_count, hidden, inter},
@@ -113,19 +186,17 @@ absl::Status CudaLlamaModel::LoadExperts(const Checkpoint& ckpt, const std::stri
   // Mixtral: per-expert w1 (gate), w3 (up), w2 (down), uploaded into the fused layout one tensor
   // at a time.
   RETURN_IF_ERROR(Read(ckpt, p + "block_sparse_moe.gate.weight", {e_count, hidden}, &l->router,
-                       /*fp32=*/true));
+                       /*fp32=*/dtype_ == WeightDType::kFloat32));
   const int64_t mat = inter * hidden;
   RETURN_IF_ERROR(Allocate(&l->expert_gate_up, e_count * 2 * mat, false));
   RETURN_IF_ERROR(Allocate(&l->expert_down, e_count * mat, false));
-  std::vector<float> w;
   for (int64_t e = 0; e < e_count; ++e) {
     const std::string ep = absl::StrCat(p, "block_sparse_moe.experts.", e, ".");
-    RETURN_IF_ERROR(ckpt.ReadF32(ep + "w1.weight", {inter, hidden}, &w));
-    RETURN_IF_ERROR(Put(w, &l->expert_gate_up, e * 2 * mat));
-    RETURN_IF_ERROR(ckpt.ReadF32(ep + "w3.weight", {inter, hidden}, &w));
-    RETURN_IF_ERROR(Put(w, &l->expert_gate_up, e * 2 * mat + mat));
-    RETURN_IF_ERROR(ckpt.ReadF32(ep + "w2.weight", {hidden, inter}, &w));
-    RETURN_IF_ERROR(Put(w, &l->expert_down, e * mat));
+    RETURN_IF_ERROR(
+        PutTensor(ckpt, ep + "w1.weight", {inter, hidden}, &l->expert_gate_up, e * 2 * mat));
+    RETURN_IF_ERROR(
+        PutTensor(ckpt, ep + "w3.weight", {inter, hidden}, &l->expert_gate_up, e * 2 * mat + mat));
+    RETURN_IF_ERROR(PutTensor(ckpt, ep + "w2.weight", {hidden, inter}, &l->expert_down, e * mat));
   }
   return absl::OkStatus();
 }
@@ -144,22 +215,43 @@ absl::StatusOr<std::unique_ptr<CudaLlamaModel>> CudaLlamaModel::Load(
   const int64_t inter = config.intermediate_size;
   const int64_t q_dim = config.num_heads * config.head_dim;
   const int64_t kv_dim = config.num_kv_heads * config.head_dim;
+  const bool bf16 = dtype == WeightDType::kBfloat16;
+  // fp32: the lookup table is fp32 (and is the head when tied). bf16: one bf16 table serves the
+  // lookup and a tied head.
   RETURN_IF_ERROR(m->Read(*ckpt, "model.embed_tokens.weight", {config.vocab_size, hidden},
-                          &m->embed_, /*fp32=*/true));
+                          &m->embed_, /*fp32=*/!bf16));
   m->layers_.resize(config.num_layers);
   for (int64_t i = 0; i < config.num_layers; ++i) {
     Layer& l = m->layers_[i];
     const std::string p = absl::StrCat("model.layers.", i, ".");
     RETURN_IF_ERROR(m->Read(*ckpt, p + "input_layernorm.weight", {hidden}, &l.input_norm, true));
-    RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.q_proj.weight", {q_dim, hidden}, &l.wq));
-    RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.k_proj.weight", {kv_dim, hidden}, &l.wk));
-    RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.v_proj.weight", {kv_dim, hidden}, &l.wv));
-    RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.o_proj.weight", {hidden, q_dim}, &l.wo));
-    if (config.attention_bias) {
-      RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.q_proj.bias", {q_dim}, &l.bq, true));
-      RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.k_proj.bias", {kv_dim}, &l.bk, true));
-      RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.v_proj.bias", {kv_dim}, &l.bv, true));
+    if (bf16) {
+      // q, k and v stacked into one [q_dim + 2 * kv_dim, hidden] weight: one GEMM.
+      RETURN_IF_ERROR(m->Allocate(&l.wqkv, (q_dim + 2 * kv_dim) * hidden, false));
+      RETURN_IF_ERROR(
+          m->PutTensor(*ckpt, p + "self_attn.q_proj.weight", {q_dim, hidden}, &l.wqkv, 0));
+      RETURN_IF_ERROR(m->PutTensor(*ckpt, p + "self_attn.k_proj.weight", {kv_dim, hidden}, &l.wqkv,
+                                   q_dim * hidden));
+      RETURN_IF_ERROR(m->PutTensor(*ckpt, p + "self_attn.v_proj.weight", {kv_dim, hidden}, &l.wqkv,
+                                   (q_dim + kv_dim) * hidden));
+      if (config.attention_bias) {
+        RETURN_IF_ERROR(m->Allocate(&l.bqkv, q_dim + 2 * kv_dim, true));
+        RETURN_IF_ERROR(m->PutTensor(*ckpt, p + "self_attn.q_proj.bias", {q_dim}, &l.bqkv, 0));
+        RETURN_IF_ERROR(m->PutTensor(*ckpt, p + "self_attn.k_proj.bias", {kv_dim}, &l.bqkv, q_dim));
+        RETURN_IF_ERROR(
+            m->PutTensor(*ckpt, p + "self_attn.v_proj.bias", {kv_dim}, &l.bqkv, q_dim + kv_dim));
+      }
+    } else {
+      RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.q_proj.weight", {q_dim, hidden}, &l.wq));
+      RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.k_proj.weight", {kv_dim, hidden}, &l.wk));
+      RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.v_proj.weight", {kv_dim, hidden}, &l.wv));
+      if (config.attention_bias) {
+        RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.q_proj.bias", {q_dim}, &l.bq, true));
+        RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.k_proj.bias", {kv_dim}, &l.bk, true));
+        RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.v_proj.bias", {kv_dim}, &l.bv, true));
+      }
     }
+    RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.o_proj.weight", {hidden, q_dim}, &l.wo));
     if (config.o_proj_bias) {
       RETURN_IF_ERROR(m->Read(*ckpt, p + "self_attn.o_proj.bias", {hidden}, &l.bo, true));
     }
@@ -169,23 +261,34 @@ absl::StatusOr<std::unique_ptr<CudaLlamaModel>> CudaLlamaModel::Load(
       RETURN_IF_ERROR(m->LoadExperts(*ckpt, p, &l));
       continue;
     }
-    RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.gate_proj.weight", {inter, hidden}, &l.w_gate));
-    RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.up_proj.weight", {inter, hidden}, &l.w_up));
+    if (bf16) {
+      RETURN_IF_ERROR(m->Allocate(&l.w_gate_up, 2 * inter * hidden, false));
+      RETURN_IF_ERROR(
+          m->PutTensor(*ckpt, p + "mlp.gate_proj.weight", {inter, hidden}, &l.w_gate_up, 0));
+      RETURN_IF_ERROR(m->PutTensor(*ckpt, p + "mlp.up_proj.weight", {inter, hidden}, &l.w_gate_up,
+                                   inter * hidden));
+      if (config.mlp_bias) {
+        RETURN_IF_ERROR(m->Allocate(&l.b_gate_up, 2 * inter, true));
+        RETURN_IF_ERROR(m->PutTensor(*ckpt, p + "mlp.gate_proj.bias", {inter}, &l.b_gate_up, 0));
+        RETURN_IF_ERROR(m->PutTensor(*ckpt, p + "mlp.up_proj.bias", {inter}, &l.b_gate_up, inter));
+      }
+    } else {
+      RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.gate_proj.weight", {inter, hidden}, &l.w_gate));
+      RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.up_proj.weight", {inter, hidden}, &l.w_up));
+      if (config.mlp_bias) {
+        RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.gate_proj.bias", {inter}, &l.b_gate, true));
+        RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.up_proj.bias", {inter}, &l.b_up, true));
+      }
+    }
     RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.down_proj.weight", {hidden, inter}, &l.w_down));
     if (config.mlp_bias) {
-      RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.gate_proj.bias", {inter}, &l.b_gate, true));
-      RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.up_proj.bias", {inter}, &l.b_up, true));
       RETURN_IF_ERROR(m->Read(*ckpt, p + "mlp.down_proj.bias", {hidden}, &l.b_down, true));
     }
   }
   RETURN_IF_ERROR(m->Read(*ckpt, "model.norm.weight", {hidden}, &m->final_norm_, true));
   // As LlamaModel: the tie flag decides, a stored lm_head.weight of a tied model is never read.
-  // Tied in bf16, the head is a bf16 copy of the (fp32) embedding table.
   if (!config.tie_word_embeddings) {
     RETURN_IF_ERROR(m->Read(*ckpt, "lm_head.weight", {config.vocab_size, hidden}, &m->lm_head_));
-  } else if (dtype == WeightDType::kBfloat16) {
-    RETURN_IF_ERROR(
-        m->Read(*ckpt, "model.embed_tokens.weight", {config.vocab_size, hidden}, &m->lm_head_));
   }
   ASSIGN_OR_RETURN(m->inv_freq_,
                    kernels::DeviceBuffer<float>::FromHost(RopeInvFreq(config), m->stream_));
@@ -196,25 +299,16 @@ absl::StatusOr<std::unique_ptr<CudaLlamaModel>> CudaLlamaModel::Load(
 
 absl::Status CudaLlamaModel::Linear(const float* x, const Weight& w, int64_t offset,
                                     const Weight* bias, float* y, int64_t m, int64_t n, int64_t k) {
-  const float* b = bias != nullptr && !bias->empty() ? bias->f32.data() : nullptr;
-  if (w.bf16.size() == 0) {
-    kernels::LinearArgs a;
-    a.x = x;
-    a.w = w.f32.data() + offset;
-    a.bias = b;
-    a.y = y;
-    a.m = m;
-    a.n = n;
-    a.k = k;
-    return kernels::LinearFp32(stream_, backend_->cublas(), a);
-  }
-  // bf16: the input rounded to bf16 once, tensor-core GEMM with fp32 accumulation and output.
-  if (m * k > x_bf16_.size()) return absl::InternalError("CudaLlamaModel: bf16 scratch too small");
-  RETURN_IF_ERROR(kernels::Fp32ToBf16(stream_, x, x_bf16_.data(), m * k));
-  RETURN_IF_ERROR(kernels::GemmBf16(stream_, backend_->cublas(), x_bf16_.data(),
-                                    w.bf16.data() + offset, y, /*y_bf16=*/false, m, n, k));
-  if (b != nullptr) CUDA_RETURN_IF_ERROR(kernels::gpu::AddBias(stream_, y, b, m, n));
-  return absl::OkStatus();
+  // The fp32 mode's GEMM (the bf16 mode's run in EnqueueFast).
+  kernels::LinearArgs a;
+  a.x = x;
+  a.w = w.f32.data() + offset;
+  a.bias = bias != nullptr && !bias->empty() ? bias->f32.data() : nullptr;
+  a.y = y;
+  a.m = m;
+  a.n = n;
+  a.k = k;
+  return kernels::LinearFp32(stream_, backend_->cublas(), a);
 }
 
 absl::Status CudaLlamaModel::Moe(const Layer& l, const float* h, float* out, int64_t t) {
@@ -280,6 +374,10 @@ absl::Status CudaLlamaModel::Moe(const Layer& l, const float* h, float* out, int
 absl::Status CudaLlamaModel::Forward(const ForwardBatch& batch, DeviceKvCache* cache,
                                      std::vector<float>* logits) {
   RETURN_IF_ERROR(backend_->status());
+  if (cache == nullptr || cache->dtype() != dtype_) {
+    return absl::InvalidArgumentError("CudaLlamaModel::Forward: no KV cache of the model's dtype");
+  }
+  if (dtype_ == WeightDType::kBfloat16) return ForwardFast(batch, nullptr, cache, logits, nullptr);
   const ModelConfig& c = config_;
   const int64_t t = batch.num_tokens();
   const int64_t hidden = c.hidden_size;
@@ -318,9 +416,6 @@ absl::Status CudaLlamaModel::Forward(const ForwardBatch& batch, DeviceKvCache* c
   RETURN_IF_ERROR(Reserve(&gate_, t * inter));
   RETURN_IF_ERROR(Reserve(&up_, t * inter));
   RETURN_IF_ERROR(Reserve(&logits_, std::max<int64_t>(1, n) * c.vocab_size));
-  if (dtype_ == WeightDType::kBfloat16) {
-    RETURN_IF_ERROR(Reserve(&x_bf16_, rows * std::max({hidden, q_dim, inter})));
-  }
   if (c.num_experts > 0) {
     const int64_t routed = t * c.num_experts_per_tok;
     RETURN_IF_ERROR(Reserve(&router_logits_, t * c.num_experts));
@@ -415,6 +510,635 @@ absl::Status CudaLlamaModel::Forward(const ForwardBatch& batch, DeviceKvCache* c
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));  // also when nothing was downloaded
   return backend_->status();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bf16 serving path.
+
+namespace {
+
+// Decode batches run as CUDA graphs captured for these batch sizes (vLLM's buckets): a batch of S
+// sequences replays the smallest bucket >= S, padded with sequences that compute nothing useful.
+int64_t GraphBucket(int64_t seqs) {
+  if (seqs <= 1) return 1;
+  if (seqs <= 2) return 2;
+  if (seqs <= 4) return 4;
+  return (seqs + 7) / 8 * 8;
+}
+
+// cuBLAS needs its own workspace to be capturable in a graph (it may not allocate during capture).
+constexpr int64_t kCublasWorkspaceBytes = int64_t{32} << 20;
+
+}  // namespace
+
+CudaLlamaModel::StepLayout CudaLlamaModel::Layout(const StepDims& d) {
+  StepLayout l;
+  int64_t off = 0;
+  // Every segment starts at an even int32 offset, so the uint64 ones are 8-byte aligned.
+  auto take = [&off](int64_t n) {
+    const int64_t at = off;
+    off += (std::max<int64_t>(n, 1) + 1) & ~int64_t{1};
+    return at;
+  };
+  l.token_ids = take(d.tokens);
+  l.positions = take(d.tokens);
+  l.slots = take(d.tokens);
+  l.logit_rows = take(d.logits);
+  l.q_start = take(d.seqs + 1);
+  l.kv_len = take(d.seqs);
+  l.tile_seq = take(d.tiles);
+  l.tile_row = take(d.tiles);
+  l.block_tables = take(d.seqs * d.width);
+  l.temperature = take(d.logits);
+  l.top_k = take(d.logits);
+  l.top_p = take(d.logits);
+  l.seed = take(2 * d.logits);
+  l.step = take(2 * d.logits);
+  l.total = off;
+  return l;
+}
+
+absl::Status CudaLlamaModel::ReserveFast(int64_t tokens, int64_t seqs, int64_t tiles, int64_t width,
+                                         int64_t logit_rows) {
+  FastCapacity want = cap_;
+  want.tokens = std::max(want.tokens, tokens);
+  want.seqs = std::max(want.seqs, seqs);
+  want.tiles = std::max(want.tiles, tiles);
+  want.width = std::max(want.width, width);
+  want.logits = std::max(want.logits, logit_rows);
+  // Split-KV attention only runs while tiles * kv_heads < the SM count (ChooseSplits), so its
+  // partials never need more than about three SM counts' worth of (tile, split) pairs.
+  want.split_tiles = std::max<int64_t>(want.split_tiles, 3 * num_sms_ + 64);
+  if (want.tokens == cap_.tokens && want.seqs == cap_.seqs && want.tiles == cap_.tiles &&
+      want.width == cap_.width && want.logits == cap_.logits &&
+      want.split_tiles == cap_.split_tiles) {
+    return absl::OkStatus();
+  }
+  // Captured graphs point into the buffers about to be replaced.
+  for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
+  graphs_.clear();
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+
+  const ModelConfig& c = config_;
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+  const int64_t t = want.tokens, rows = std::max(want.tokens, want.logits);
+  const int64_t routed = c.num_experts > 0 ? t * c.num_experts_per_tok : 0;
+  RETURN_IF_ERROR(Reserve(&x_, t * hidden));
+  RETURN_IF_ERROR(Reserve(&tmp_, rows * hidden));
+  RETURN_IF_ERROR(Reserve(&hb_, rows * std::max({hidden, q_dim, inter})));
+  RETURN_IF_ERROR(Reserve(&qkv_, t * (q_dim + 2 * kv_dim)));
+  RETURN_IF_ERROR(Reserve(&qb_, t * q_dim));
+  RETURN_IF_ERROR(Reserve(&gate_up_, std::max(t, routed) * 2 * inter));
+  RETURN_IF_ERROR(Reserve(&logits_, std::max<int64_t>(1, want.logits) * c.vocab_size));
+  RETURN_IF_ERROR(Reserve(&sampled_, std::max<int64_t>(1, want.logits)));
+  // (Sized for split_tiles (tile, split) pairs: the formula is per split times tiles.)
+  RETURN_IF_ERROR(Reserve(&partials_, kernels::gpu::AttentionPartialsFloats(
+                                          want.split_tiles, c.num_heads, c.head_dim, 2) / 2));
+  if (c.num_experts > 0) {
+    RETURN_IF_ERROR(Reserve(&router_logits_, t * c.num_experts));
+    RETURN_IF_ERROR(Reserve(&moe_offsets_, c.num_experts + 1));
+    RETURN_IF_ERROR(Reserve(&moe_tokens_, routed));
+    RETURN_IF_ERROR(Reserve(&moe_rows_, routed));
+    RETURN_IF_ERROR(Reserve(&moe_weights_, routed));
+    RETURN_IF_ERROR(Reserve(&moe_act_, routed * inter));
+    RETURN_IF_ERROR(Reserve(&moe_out_, routed * hidden));
+    RETURN_IF_ERROR(Reserve(
+        &moe_scratch_, kernels::gpu::MoeRouteScratchInts(t, c.num_experts, c.num_experts_per_tok)));
+  }
+  StepDims d;
+  d.tokens = want.tokens;
+  d.logits = want.logits;
+  d.seqs = want.seqs;
+  d.tiles = want.tiles;
+  d.width = want.width;
+  const int64_t step_ints = Layout(d).total;
+  RETURN_IF_ERROR(Reserve(&step_dev_, step_ints));
+  if (step_host_size_ < step_ints) {
+    if (step_host_ != nullptr) cudaFreeHost(step_host_);
+    step_host_ = nullptr;
+    step_host_size_ = 0;
+    CUDA_RETURN_IF_ERROR(cudaMallocHost(&step_host_, sizeof(int32_t) * step_ints));
+    step_host_size_ = step_ints;
+  }
+  if (tokens_host_size_ < want.logits) {
+    if (tokens_host_ != nullptr) cudaFreeHost(tokens_host_);
+    tokens_host_ = nullptr;
+    tokens_host_size_ = 0;
+    CUDA_RETURN_IF_ERROR(cudaMallocHost(&tokens_host_, sizeof(int32_t) * want.logits));
+    tokens_host_size_ = want.logits;
+  }
+  if (cublas_workspace_.size() == 0) {
+    ASSIGN_OR_RETURN(cublas_workspace_,
+                     kernels::DeviceBuffer<uint8_t>::Allocate(kCublasWorkspaceBytes));
+    CUBLAS_RETURN_IF_ERROR(
+        cublasSetWorkspace(backend_->cublas(), cublas_workspace_.data(), kCublasWorkspaceBytes));
+  }
+  cap_ = want;
+  return absl::OkStatus();
+}
+
+int64_t CudaLlamaModel::device_bytes() const {
+  int64_t bytes = weight_bytes_ + inv_freq_.size() * 4 + cublas_workspace_.size();
+  for (const auto* b :
+       {&token_ids_, &positions_, &token_seq_, &slot_mapping_, &block_tables_, &logit_rows_,
+        &moe_tokens_, &moe_rows_, &step_dev_, &moe_offsets_, &moe_scratch_, &sampled_}) {
+    bytes += b->size() * 4;
+  }
+  for (const auto* b :
+       {&x_, &h_, &q_, &k_, &v_, &attn_, &tmp_, &gate_, &up_, &logits_, &router_logits_, &moe_in_,
+        &moe_out_, &moe_weights_, &qkv_, &gate_up_, &partials_}) {
+    bytes += b->size() * 4;
+  }
+  for (const auto* b : {&hb_, &qb_, &moe_act_}) bytes += b->size() * 2;
+  return bytes;
+}
+
+absl::Status CudaLlamaModel::Prepare(int64_t max_tokens, int64_t max_seqs,
+                                     int64_t max_blocks_per_seq, bool cuda_graphs) {
+  if (max_tokens < 1 || max_seqs < 1 || max_blocks_per_seq < 1) {
+    return absl::InvalidArgumentError("CudaLlamaModel::Prepare: sizes must be >= 1");
+  }
+  const ModelConfig& c = config_;
+  if (dtype_ == WeightDType::kFloat32) {
+    if (cuda_graphs) return absl::InvalidArgumentError("CUDA graphs need the bfloat16 model");
+    // What Forward would grow to for the largest step (the exact mode allocates lazily).
+    const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+    const int64_t t = max_tokens, rows = std::max(max_tokens, max_seqs);
+    RETURN_IF_ERROR(Reserve(&x_, t * c.hidden_size));
+    RETURN_IF_ERROR(Reserve(&h_, rows * c.hidden_size));
+    RETURN_IF_ERROR(Reserve(&tmp_, rows * c.hidden_size));
+    RETURN_IF_ERROR(Reserve(&q_, t * q_dim));
+    RETURN_IF_ERROR(Reserve(&attn_, t * q_dim));
+    RETURN_IF_ERROR(Reserve(&k_, t * kv_dim));
+    RETURN_IF_ERROR(Reserve(&v_, t * kv_dim));
+    RETURN_IF_ERROR(Reserve(&gate_, t * c.intermediate_size));
+    RETURN_IF_ERROR(Reserve(&up_, t * c.intermediate_size));
+    RETURN_IF_ERROR(Reserve(&logits_, max_seqs * c.vocab_size));
+    prepared_ = true;
+    return absl::OkStatus();
+  }
+  if (cuda_graphs && stream_ == nullptr) {
+    return absl::InvalidArgumentError("CUDA graphs need a backend on a created stream");
+  }
+  // Graph buckets may round the batch up past max_seqs.
+  const int64_t seqs = std::max(max_seqs, GraphBucket(max_seqs));
+  const int64_t tokens = std::max(max_tokens, seqs);
+  const int64_t tiles =
+      seqs + (tokens + kernels::gpu::kAttentionTileRows - 1) / kernels::gpu::kAttentionTileRows;
+  RETURN_IF_ERROR(ReserveFast(tokens, seqs, tiles, max_blocks_per_seq, seqs));
+  prepared_ = true;
+  use_graphs_ = cuda_graphs;
+  graph_max_seqs_ = max_seqs;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CudaLlamaModel::StepDims> CudaLlamaModel::FastDims(const ForwardBatch& b) const {
+  StepDims d;
+  d.tokens = b.num_tokens();
+  d.logits = static_cast<int64_t>(b.logit_rows.size());
+  d.width = std::max<int64_t>(1, b.max_blocks_per_seq);
+  d.seqs = b.max_blocks_per_seq > 0
+               ? static_cast<int64_t>(b.block_tables.size()) / b.max_blocks_per_seq
+               : 0;
+  // Each sequence's tokens must be one run, sequences in row order, positions consecutive.
+  int64_t prev_seq = -1;
+  for (int64_t i = 0; i < d.tokens; ++i) {
+    const int64_t s = b.token_seq[i];
+    if (s < 0 || s >= d.seqs) {
+      return absl::InvalidArgumentError(absl::StrCat("token_seq ", s, " outside the block tables"));
+    }
+    if (s == prev_seq) {
+      if (b.positions[i] != b.positions[i - 1] + 1) {
+        return absl::InvalidArgumentError("bf16 model: a sequence's positions must be consecutive");
+      }
+      continue;
+    }
+    if (s < prev_seq) {
+      return absl::InvalidArgumentError(
+          "bf16 model: each sequence's tokens must be one run, in block-table row order");
+    }
+    prev_seq = s;
+  }
+  return d;
+}
+
+void CudaLlamaModel::ChooseSplits(int64_t max_context, StepDims* d) const {
+  d->num_splits = 1;
+  d->kv_chunk = 0;
+  const int64_t ctas = d->tiles * config_.num_kv_heads;
+  if (ctas >= num_sms_ || max_context <= 256) return;
+  // Enough (tile, kv head, split) blocks for about two waves over the SMs.
+  const int64_t want = (2 * num_sms_ + ctas - 1) / ctas;
+  int64_t chunk = (max_context + want - 1) / want;
+  chunk = std::max<int64_t>(128, (chunk + 63) / 64 * 64);
+  const int64_t splits = (max_context + chunk - 1) / chunk;
+  if (splits <= 1 || d->tiles * splits > cap_.split_tiles) return;
+  d->num_splits = splits;
+  d->kv_chunk = chunk;
+}
+
+absl::Status CudaLlamaModel::UploadStep(const ForwardBatch& b, const std::vector<SampleRow>* rows,
+                                        const StepDims& d, bool padded) {
+  const StepLayout l = Layout(d);
+  if (l.total > step_host_size_ || l.total > step_dev_.size()) {
+    return absl::InternalError("CudaLlamaModel: step buffer too small");
+  }
+  int32_t* h = step_host_;
+  const int64_t t = b.num_tokens();
+  const int64_t n = static_cast<int64_t>(b.logit_rows.size());
+  const int64_t seqs = b.max_blocks_per_seq > 0
+                           ? static_cast<int64_t>(b.block_tables.size()) / b.max_blocks_per_seq
+                           : 0;
+  for (int64_t i = 0; i < d.tokens; ++i) {
+    const bool real = i < t;
+    h[l.token_ids + i] = real ? b.token_ids[i] : 0;
+    h[l.positions + i] = real ? b.positions[i] : 0;
+    h[l.slots + i] = real ? b.slot_mapping[i] : -1;  // padding rows store no K/V
+  }
+  for (int64_t i = 0; i < d.logits; ++i) h[l.logit_rows + i] = i < n ? b.logit_rows[i] : i;
+  // q_start / kv_len from the runs; padding sequences own one row each (graphs pad 1:1).
+  int32_t* q_start = h + l.q_start;
+  int32_t* kv_len = h + l.kv_len;
+  int64_t tiles = 0;
+  int64_t i = 0;
+  for (int64_t s = 0; s < d.seqs; ++s) {
+    q_start[s] = static_cast<int32_t>(i);
+    if (s < seqs) {
+      const int64_t begin = i;
+      while (i < t && b.token_seq[i] == s) ++i;
+      kv_len[s] = i > begin ? b.positions[i - 1] + 1 : 0;
+    } else {
+      kv_len[s] = 0;
+      if (padded) ++i;
+    }
+    for (int64_t r = q_start[s]; r < i; r += kernels::gpu::kAttentionTileRows) {
+      h[l.tile_seq + tiles] = static_cast<int32_t>(s);
+      h[l.tile_row + tiles] = static_cast<int32_t>(r);
+      ++tiles;
+    }
+  }
+  q_start[d.seqs] = static_cast<int32_t>(i);
+  if (tiles > d.tiles)
+    return absl::InternalError("CudaLlamaModel: more attention tiles than sized");
+  for (; tiles < d.tiles; ++tiles) {  // unused tiles: a sequence with no keys writes zeros
+    h[l.tile_seq + tiles] = static_cast<int32_t>(d.seqs - 1);
+    h[l.tile_row + tiles] = q_start[d.seqs - 1];
+  }
+  const int64_t src_w = b.max_blocks_per_seq;
+  for (int64_t s = 0; s < d.seqs; ++s) {
+    int32_t* row = h + l.block_tables + s * d.width;
+    const int64_t copy = s < seqs ? std::min(src_w, d.width) : 0;
+    if (copy > 0) std::copy_n(b.block_tables.begin() + s * src_w, copy, row);
+    std::fill(row + copy, row + d.width, 0);
+  }
+  float* temperature = reinterpret_cast<float*>(h + l.temperature);
+  float* top_p = reinterpret_cast<float*>(h + l.top_p);
+  uint64_t* seed = reinterpret_cast<uint64_t*>(h + l.seed);
+  uint64_t* step = reinterpret_cast<uint64_t*>(h + l.step);
+  for (int64_t r = 0; r < d.logits; ++r) {
+    const bool real = rows != nullptr && r < static_cast<int64_t>(rows->size());
+    const SampleRow row = real ? (*rows)[r] : SampleRow{0.0f, -1, 1.0f, 0, 0};
+    temperature[r] = row.temperature;
+    h[l.top_k + r] = row.top_k;
+    top_p[r] = row.top_p;
+    seed[r] = row.seed;
+    step[r] = row.step;
+  }
+  CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(step_dev_.data(), step_host_, sizeof(int32_t) * l.total,
+                                       cudaMemcpyHostToDevice, stream_));
+  return absl::OkStatus();
+}
+
+absl::Status CudaLlamaModel::MoeFast(const Layer& l, int64_t t) {
+  namespace gpu = kernels::gpu;
+  const ModelConfig& c = config_;
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  const int64_t num_e = c.num_experts, top_k = c.num_experts_per_tok;
+  const int64_t routed = t * top_k;
+  RETURN_IF_ERROR(kernels::GemmBf16(stream_, backend_->cublas(), hb_.data(), l.router.bf16.data(),
+                                    router_logits_.data(), false, t, num_e, hidden));
+  gpu::MoeRouteArgs r;
+  r.router_logits = router_logits_.data();
+  r.expert_offsets = moe_offsets_.data();
+  r.sorted_token = moe_tokens_.data();
+  r.token_rows = moe_rows_.data();
+  r.token_weights = moe_weights_.data();
+  r.scratch = moe_scratch_.data();
+  r.num_tokens = t;
+  r.num_experts = num_e;
+  r.top_k = top_k;
+  r.softmax_first = c.family == ModelFamily::kMixtral;
+  CUDA_RETURN_IF_ERROR(gpu::MoeRoute(stream_, r));
+  // Each expert over its rows, read straight from the normed activations through sorted_token.
+  gpu::GroupedGemmArgs g;
+  g.x = hb_.data();
+  g.gather = moe_tokens_.data();
+  g.w = l.expert_gate_up.bf16.data();
+  g.expert_offsets = moe_offsets_.data();
+  g.y = gate_up_.data();
+  g.max_rows = routed;
+  g.num_experts = num_e;
+  g.n = 2 * inter;
+  g.k = hidden;
+  CUDA_RETURN_IF_ERROR(gpu::GroupedGemm(stream_, g));
+  CUDA_RETURN_IF_ERROR(
+      gpu::SiluMulFusedToBf16(stream_, gate_up_.data(), moe_act_.data(), routed, inter));
+  g.x = moe_act_.data();
+  g.gather = nullptr;
+  g.w = l.expert_down.bf16.data();
+  g.y = moe_out_.data();
+  g.n = hidden;
+  g.k = inter;
+  CUDA_RETURN_IF_ERROR(gpu::GroupedGemm(stream_, g));
+  kernels::MoeCombineArgs mc;
+  mc.expert_out = moe_out_.data();
+  mc.rows = moe_rows_.data();
+  mc.weights = moe_weights_.data();
+  mc.out = tmp_.data();
+  mc.num_tokens = t;
+  mc.top_k = top_k;
+  mc.hidden = hidden;
+  return kernels::MoeCombine(stream_, mc);
+}
+
+absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache) {
+  namespace gpu = kernels::gpu;
+  const ModelConfig& c = config_;
+  const int64_t t = d.tokens, n = d.logits;
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+  const int64_t qkv_dim = q_dim + 2 * kv_dim;
+  const StepLayout l = Layout(d);
+  const int32_t* in = step_dev_.data();
+  cublasHandle_t blas = backend_->cublas();
+  const float eps = c.rms_norm_eps;
+
+  CUDA_RETURN_IF_ERROR(gpu::EmbeddingBf16(stream_, in + l.token_ids, embed_.bf16.data(), x_.data(),
+                                          t, hidden, c.embedding_multiplier));
+  CUDA_RETURN_IF_ERROR(gpu::RmsNormToBf16(stream_, x_.data(), layers_[0].input_norm.f32.data(),
+                                          hb_.data(), t, hidden, eps));
+  for (int64_t li = 0; li < c.num_layers; ++li) {
+    const Layer& ly = layers_[li];
+    // Attention: qkv = h @ Wqkv^T; rope + cache write; attention; x += o_proj(.) * residual_mult.
+    RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.wqkv.bf16.data(), qkv_.data(),
+                                      false, t, qkv_dim, hidden));
+    if (!ly.bqkv.empty()) {
+      CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, qkv_.data(), ly.bqkv.f32.data(), t, qkv_dim));
+    }
+    gpu::RopeQkvArgs rope;
+    rope.qkv = qkv_.data();
+    rope.positions = in + l.positions;
+    rope.slot_mapping = in + l.slots;
+    rope.inv_freq = inv_freq_.data();
+    rope.q = qb_.data();
+    rope.k_cache = cache->k_bf16(li);
+    rope.v_cache = cache->v_bf16(li);
+    rope.num_tokens = t;
+    rope.num_heads = c.num_heads;
+    rope.num_kv_heads = c.num_kv_heads;
+    rope.head_dim = c.head_dim;
+    CUDA_RETURN_IF_ERROR(gpu::RopeQkvToCache(stream_, rope));
+    gpu::AttentionArgs at;
+    at.q = qb_.data();
+    at.k_cache = cache->k_bf16(li);
+    at.v_cache = cache->v_bf16(li);
+    at.block_tables = in + l.block_tables;
+    at.q_start = in + l.q_start;
+    at.kv_len = in + l.kv_len;
+    at.tile_seq = in + l.tile_seq;
+    at.tile_row = in + l.tile_row;
+    at.out = hb_.data();
+    at.partials = partials_.data();
+    at.num_tiles = d.tiles;
+    at.num_rows = t;
+    at.num_heads = c.num_heads;
+    at.num_kv_heads = c.num_kv_heads;
+    at.head_dim = c.head_dim;
+    at.block_size = cache->block_size();
+    at.max_blocks_per_seq = d.width;
+    at.num_splits = d.num_splits;
+    at.kv_chunk = d.kv_chunk;
+    at.scale = c.attention_scale;
+    CUDA_RETURN_IF_ERROR(gpu::Attention(stream_, at));
+    RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.wo.bf16.data(), tmp_.data(),
+                                      false, t, hidden, q_dim));
+    if (!ly.bo.empty()) {
+      CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, tmp_.data(), ly.bo.f32.data(), t, hidden));
+    }
+    CUDA_RETURN_IF_ERROR(gpu::AddRmsNormToBf16(stream_, x_.data(), tmp_.data(),
+                                               ly.post_norm.f32.data(), hb_.data(), t, hidden, eps,
+                                               c.residual_multiplier));
+    // MLP: dense (fused gate/up GEMM, SiLU·mul, down) or the mixture of experts, into tmp_.
+    if (c.num_experts > 0) {
+      RETURN_IF_ERROR(MoeFast(ly, t));
+    } else {
+      RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_gate_up.bf16.data(),
+                                        gate_up_.data(), false, t, 2 * inter, hidden));
+      if (!ly.b_gate_up.empty()) {
+        CUDA_RETURN_IF_ERROR(
+            gpu::AddBias(stream_, gate_up_.data(), ly.b_gate_up.f32.data(), t, 2 * inter));
+      }
+      CUDA_RETURN_IF_ERROR(gpu::SiluMulFusedToBf16(stream_, gate_up_.data(), hb_.data(), t, inter));
+      RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_down.bf16.data(),
+                                        tmp_.data(), false, t, hidden, inter));
+      if (!ly.b_down.empty()) {
+        CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, tmp_.data(), ly.b_down.f32.data(), t, hidden));
+      }
+    }
+    if (li + 1 < c.num_layers) {
+      // The residual add, fused into the next layer's input norm.
+      CUDA_RETURN_IF_ERROR(gpu::AddRmsNormToBf16(stream_, x_.data(), tmp_.data(),
+                                                 layers_[li + 1].input_norm.f32.data(), hb_.data(),
+                                                 t, hidden, eps, c.residual_multiplier));
+    } else {
+      CUDA_RETURN_IF_ERROR(gpu::Add(
+          stream_, {x_.data(), tmp_.data(), x_.data(), t * hidden, c.residual_multiplier}));
+    }
+  }
+  if (n == 0) return absl::OkStatus();
+  // Only the rows whose logits are wanted: gather, final norm, lm_head.
+  CUDA_RETURN_IF_ERROR(
+      gpu::Embedding(stream_, {in + l.logit_rows, x_.data(), tmp_.data(), n, t, hidden, 1.0f}));
+  CUDA_RETURN_IF_ERROR(
+      gpu::RmsNormToBf16(stream_, tmp_.data(), final_norm_.f32.data(), hb_.data(), n, hidden, eps));
+  const Weight& head = lm_head_.empty() ? embed_ : lm_head_;
+  RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), head.bf16.data(), logits_.data(),
+                                    false, n, c.vocab_size, hidden));
+  if (c.logits_scaling != 1.0f) {
+    CUDA_RETURN_IF_ERROR(
+        gpu::DivideScalar(stream_, logits_.data(), n * c.vocab_size, c.logits_scaling));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
+                                         const std::vector<SampleRow>* rows, DeviceKvCache* cache,
+                                         std::vector<float>* logits, std::vector<int32_t>* tokens) {
+  const ModelConfig& c = config_;
+  const int64_t t = batch.num_tokens();
+  const int64_t n = static_cast<int64_t>(batch.logit_rows.size());
+  if (t <= 0 || static_cast<int64_t>(batch.positions.size()) != t ||
+      static_cast<int64_t>(batch.token_seq.size()) != t ||
+      static_cast<int64_t>(batch.slot_mapping.size()) != t) {
+    return absl::InvalidArgumentError(
+        "ForwardBatch: token_ids, positions, token_seq and slot_mapping must be non-empty and of "
+        "one length");
+  }
+  for (int32_t id : batch.token_ids) {
+    if (id < 0 || id >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside the vocabulary"));
+    }
+  }
+  for (int32_t row : batch.logit_rows) {
+    if (row < 0 || row >= t) {
+      return absl::InvalidArgumentError(absl::StrCat("logit row ", row, " outside the batch"));
+    }
+  }
+  if (rows != nullptr && static_cast<int64_t>(rows->size()) != n) {
+    return absl::InvalidArgumentError("one sampling row per logit row is needed");
+  }
+  ASSIGN_OR_RETURN(StepDims dims, FastDims(batch));
+  int64_t max_context = 0;
+  for (int32_t p : batch.positions) max_context = std::max<int64_t>(max_context, p + 1);
+
+  // A decode batch (one token per sequence, every sequence sampled in order) replays a graph.
+  bool graph = use_graphs_ && tokens != nullptr && t == dims.seqs && n == t &&
+               dims.seqs <= graph_max_seqs_ && dims.width <= cap_.width &&
+               (graph_cache_ == nullptr || graph_cache_ == cache);
+  for (int64_t i = 0; graph && i < n; ++i) graph = batch.logit_rows[i] == i;
+  StepDims d = dims;
+  if (graph) {
+    const int64_t bucket = GraphBucket(dims.seqs);
+    int64_t width = 16;  // block-table width classes: powers of two, capped at the capacity
+    while (width < dims.width) width *= 2;
+    width = std::min(width, cap_.width);
+    d = StepDims{bucket, bucket, bucket, bucket, width, 1, 0};
+    ChooseSplits(width * cache->block_size(), &d);
+    RETURN_IF_ERROR(UploadStep(batch, rows, d, /*padded=*/true));
+    auto it = graphs_.find({bucket, width});
+    if (it == graphs_.end()) {
+      graph_cache_ = cache;
+      cudaGraph_t g = nullptr;
+      CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      const absl::Status enqueued = EnqueueFast(d, cache);
+      const cudaError_t ended = cudaStreamEndCapture(stream_, &g);
+      RETURN_IF_ERROR(enqueued);
+      CUDA_RETURN_IF_ERROR(ended);
+      Graph entry;
+      entry.dims = d;
+      const cudaError_t inst = cudaGraphInstantiate(&entry.exec, g, 0);
+      cudaGraphDestroy(g);
+      CUDA_RETURN_IF_ERROR(inst);
+      it = graphs_.emplace(std::make_pair(bucket, width), entry).first;
+    }
+    CUDA_RETURN_IF_ERROR(cudaGraphLaunch(it->second.exec, stream_));
+  } else {
+    d.tiles = 0;
+    for (int64_t s = 0, i = 0; s < d.seqs; ++s) {
+      const int64_t begin = i;
+      while (i < t && batch.token_seq[i] == s) ++i;
+      d.tiles +=
+          (i - begin + kernels::gpu::kAttentionTileRows - 1) / kernels::gpu::kAttentionTileRows;
+    }
+    d.tiles = std::max<int64_t>(d.tiles, 1);
+    RETURN_IF_ERROR(ReserveFast(t, d.seqs, d.tiles, d.width, n));
+    ChooseSplits(max_context, &d);
+    RETURN_IF_ERROR(UploadStep(batch, rows, d, /*padded=*/false));
+    RETURN_IF_ERROR(EnqueueFast(d, cache));
+  }
+
+  if (tokens != nullptr && n > 0) {
+    // Sampling reads its parameters from the step buffer, under the layout the step used.
+    const StepLayout l = Layout(d);
+    const int32_t* in = step_dev_.data();
+    bool all_fast = true;
+    for (const SampleRow& r : *rows) {
+      all_fast = all_fast && (r.temperature == 0.0f || r.top_k == 1 ||
+                              UsesGumbelSampling(r.temperature, r.top_k, r.top_p, c.vocab_size));
+    }
+    const float* temperature = reinterpret_cast<const float*>(in + l.temperature);
+    const float* top_p = reinterpret_cast<const float*>(in + l.top_p);
+    const uint64_t* seed = reinterpret_cast<const uint64_t*>(in + l.seed);
+    const uint64_t* step = reinterpret_cast<const uint64_t*>(in + l.step);
+    if (all_fast) {
+      const kernels::gpu::SampleFastArgs a{logits_.data(),  temperature, in + l.top_k,
+                                           top_p,           seed,        step,
+                                           sampled_.data(), n,           c.vocab_size};
+      CUDA_RETURN_IF_ERROR(kernels::gpu::SampleFast(stream_, a));
+    } else {
+      kernels::SampleArgs a;
+      a.logits = logits_.data();
+      a.temperature = temperature;
+      a.top_k = in + l.top_k;
+      a.top_p = top_p;
+      a.seed = seed;
+      a.step = step;
+      a.tokens = sampled_.data();
+      a.num_rows = n;
+      a.vocab = c.vocab_size;
+      RETURN_IF_ERROR(kernels::SampleRows(stream_, a));
+    }
+    CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_host_, sampled_.data(), sizeof(int32_t) * n,
+                                         cudaMemcpyDeviceToHost, stream_));
+  }
+  if (logits != nullptr) {
+    logits->resize(n * c.vocab_size);
+    if (n > 0) {
+      CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(logits->data(), logits_.data(),
+                                           sizeof(float) * n * c.vocab_size, cudaMemcpyDeviceToHost,
+                                           stream_));
+    }
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  if (tokens != nullptr) tokens->assign(tokens_host_, tokens_host_ + n);
+  return backend_->status();
+}
+
+absl::Status CudaLlamaModel::ForwardSample(const ForwardBatch& batch,
+                                           const std::vector<SampleRow>& rows, DeviceKvCache* cache,
+                                           std::vector<int32_t>* tokens) {
+  if (cache == nullptr || cache->dtype() != dtype_) {
+    return absl::InvalidArgumentError("CudaLlamaModel: no KV cache of the model's dtype");
+  }
+  if (dtype_ == WeightDType::kBfloat16) return ForwardFast(batch, &rows, cache, nullptr, tokens);
+  // The exact mode: the fp32 forward, then the sampler on the device over its logits.
+  const int64_t n = static_cast<int64_t>(batch.logit_rows.size());
+  if (static_cast<int64_t>(rows.size()) != n) {
+    return absl::InvalidArgumentError("one sampling row per logit row is needed");
+  }
+  RETURN_IF_ERROR(Forward(batch, cache, nullptr));
+  tokens->assign(n, 0);
+  if (n == 0) return absl::OkStatus();
+  std::vector<float> temperature(n), top_p(n);
+  std::vector<int32_t> top_k(n);
+  std::vector<uint64_t> seed(n), step(n);
+  for (int64_t i = 0; i < n; ++i) {
+    temperature[i] = rows[i].temperature;
+    top_k[i] = rows[i].top_k;
+    top_p[i] = rows[i].top_p;
+    seed[i] = rows[i].seed;
+    step[i] = rows[i].step;
+  }
+  ASSIGN_OR_RETURN(auto d_temperature,
+                   kernels::DeviceBuffer<float>::FromHost(temperature, stream_));
+  ASSIGN_OR_RETURN(auto d_top_k, kernels::DeviceBuffer<int32_t>::FromHost(top_k, stream_));
+  ASSIGN_OR_RETURN(auto d_top_p, kernels::DeviceBuffer<float>::FromHost(top_p, stream_));
+  ASSIGN_OR_RETURN(auto d_seed, kernels::DeviceBuffer<uint64_t>::FromHost(seed, stream_));
+  ASSIGN_OR_RETURN(auto d_step, kernels::DeviceBuffer<uint64_t>::FromHost(step, stream_));
+  ASSIGN_OR_RETURN(auto d_tokens, kernels::DeviceBuffer<int32_t>::Allocate(n));
+  kernels::SampleArgs a;
+  a.logits = logits_.data();
+  a.temperature = d_temperature.data();
+  a.top_k = d_top_k.data();
+  a.top_p = d_top_p.data();
+  a.seed = d_seed.data();
+  a.step = d_step.data();
+  a.tokens = d_tokens.data();
+  a.num_rows = n;
+  a.vocab = config_.vocab_size;
+  RETURN_IF_ERROR(kernels::SampleRows(stream_, a));
+  return d_tokens.Download(tokens->data(), n, stream_);
 }
 
 }  // namespace dpinfer::engine

@@ -80,16 +80,25 @@ class CpuModel final : public Model {
     ASSIGN_OR_RETURN(m->model_, LlamaModel::Load(o.model_dir, config, m->backend_.get()));
     return std::unique_ptr<Model>(std::move(m));
   }
-  absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits) override {
-    model_->Forward(batch, cache_, logits);
+  absl::Status Step(const ForwardBatch& batch, const std::vector<SampleSpec>& specs,
+                    std::vector<int32_t>* tokens) override {
+    model_->Forward(batch, cache_, &logits_);
+    const int64_t vocab = model_->config().vocab_size;
+    tokens->resize(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      (*tokens)[i] = SampleToken(logits_.data() + i * vocab, vocab, *specs[i].params, specs[i].seed,
+                                 specs[i].step);
+    }
     return absl::OkStatus();
   }
+  int64_t weight_bytes() const override { return model_->weight_bytes(); }
 
  private:
   explicit CpuModel(KvCache* cache) : cache_(cache) {}
   KvCache* cache_;  // not owned
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<LlamaModel> model_;
+  std::vector<float> logits_;
 };
 
 // Empty when a CUDA device can be used, else why not.
@@ -106,36 +115,97 @@ std::string CudaUnavailableReason() {
 }
 
 #ifdef DPINFER_HAVE_CUDA
-// The model on the first visible GPU, with a device KV cache of the engine KvCache's shape: the
-// KvCache (built without storage) allocates block ids, this cache holds their keys and values.
-// Logits are downloaded each step and sampled on the host.
+// Memory a CUDA context, cuBLAS and captured graphs take beyond what the model allocates itself;
+// counted against --gpu-memory-utilization's share.
+constexpr int64_t kCudaOverheadBytes = int64_t{768} << 20;
+// Free memory left untouched when sizing the KV cache, for allocations made later (sampling's
+// sort scratch, the driver).
+constexpr int64_t kCudaHeadroomBytes = int64_t{256} << 20;
+
+// The model on the first visible GPU, on a stream of its own, with a device KV cache of the
+// engine KvCache's shape: the KvCache (built without storage) allocates block ids, this cache
+// holds their keys and values. Tokens are sampled on the device.
 class CudaModel final : public Model {
  public:
-  static absl::StatusOr<std::unique_ptr<Model>> Create(const EngineOptions& o,
-                                                       const ModelConfig& config,
-                                                       int64_t num_blocks) {
+  // Loads the weights and the per-step buffers, then sizes the KV cache: `kv_tokens` when > 0,
+  // else what --gpu-memory-utilization leaves (see EngineOptions). Returns the block count.
+  static absl::StatusOr<std::unique_ptr<CudaModel>> Create(const EngineOptions& o,
+                                                           const ModelConfig& config,
+                                                           int32_t max_model_len, int64_t kv_tokens,
+                                                           int64_t* num_blocks) {
     std::unique_ptr<CudaModel> m(new CudaModel());
-    m->backend_ = kernels::NewCudaBackend(nullptr);
+    CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->stream_, cudaStreamNonBlocking));
+    m->backend_ = kernels::NewCudaBackend(m->stream_);
     RETURN_IF_ERROR(m->backend_->status());
     const WeightDType dtype =
         o.dtype == "bfloat16" ? WeightDType::kBfloat16 : WeightDType::kFloat32;
     ASSIGN_OR_RETURN(m->model_,
                      CudaLlamaModel::Load(o.model_dir, config, dtype, m->backend_.get()));
+    const int64_t max_blocks = (max_model_len + o.kv_block_size - 1) / o.kv_block_size;
+    RETURN_IF_ERROR(m->model_->Prepare(o.max_num_batched_tokens, o.max_num_seqs, max_blocks,
+                                       dtype == WeightDType::kBfloat16 && !o.enforce_eager));
+    const int64_t per_token = DeviceKvCache::BytesPerToken(config.num_layers, config.num_kv_heads,
+                                                           config.head_dim, dtype);
+    if (kv_tokens == 0) {
+      size_t free_bytes = 0, total_bytes = 0;
+      CUDA_RETURN_IF_ERROR(cudaMemGetInfo(&free_bytes, &total_bytes));
+      const int64_t used = m->model_->device_bytes() + kCudaOverheadBytes;
+      const int64_t share =
+          static_cast<int64_t>(o.gpu_memory_utilization * static_cast<double>(total_bytes));
+      const int64_t budget = share - used;
+      constexpr double kGiB = 1 << 30;
+      if (budget < per_token * max_model_len) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "--gpu-memory-utilization %.2f gives this engine %.2f GiB of the GPU's %.2f GiB; the "
+            "model takes %.2f GiB (weights %.2f GiB), leaving too little for a KV cache of one "
+            "%d-token sequence (%.3f GiB): raise it or lower --max-model-len",
+            o.gpu_memory_utilization, share / kGiB, total_bytes / kGiB, used / kGiB,
+            m->model_->weight_bytes() / kGiB, max_model_len, per_token * max_model_len / kGiB));
+      }
+      // All of the share (as vLLM does): a larger cache means fewer preemptions.
+      kv_tokens = budget / per_token;
+      if (kv_tokens * per_token > static_cast<int64_t>(free_bytes) - kCudaHeadroomBytes) {
+        return absl::ResourceExhaustedError(absl::StrFormat(
+            "--gpu-memory-utilization %.2f asks for a %.2f GiB KV cache but only %.2f GiB of the "
+            "GPU is free (other processes hold the rest): lower it so the engines sharing this "
+            "GPU fit together",
+            o.gpu_memory_utilization, kv_tokens * per_token / kGiB, free_bytes / kGiB));
+      }
+    }
+    *num_blocks = (kv_tokens + o.kv_block_size - 1) / o.kv_block_size;
     ASSIGN_OR_RETURN(m->cache_,
-                     DeviceKvCache::Create(config.num_layers, num_blocks, o.kv_block_size,
-                                           config.num_kv_heads, config.head_dim));
-    return std::unique_ptr<Model>(std::move(m));
+                     DeviceKvCache::Create(config.num_layers, *num_blocks, o.kv_block_size,
+                                           config.num_kv_heads, config.head_dim, dtype));
+    m->kv_bytes_per_token_ = per_token;
+    return m;
   }
-  absl::Status Forward(const ForwardBatch& batch, std::vector<float>* logits) override {
-    return model_->Forward(batch, cache_.get(), logits);
+  ~CudaModel() override {
+    cache_.reset();
+    model_.reset();
+    backend_.reset();
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
+  absl::Status Step(const ForwardBatch& batch, const std::vector<SampleSpec>& specs,
+                    std::vector<int32_t>* tokens) override {
+    rows_.resize(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      const SamplingParams& p = *specs[i].params;
+      rows_[i] = SampleRow{p.temperature, p.top_k, p.top_p, specs[i].seed, specs[i].step};
+    }
+    return model_->ForwardSample(batch, rows_, cache_.get(), tokens);
+  }
+  int64_t weight_bytes() const override { return model_->weight_bytes(); }
+  int64_t kv_bytes_per_token() const { return kv_bytes_per_token_; }
 
  private:
   CudaModel() = default;
-  // Destroyed in reverse order: the cache, the model, then the backend they use.
+  cudaStream_t stream_ = nullptr;
+  // Destroyed in reverse order (see the destructor): the cache, the model, the backend, the stream.
   std::unique_ptr<kernels::CudaBackend> backend_;
   std::unique_ptr<CudaLlamaModel> model_;
   std::unique_ptr<DeviceKvCache> cache_;
+  std::vector<SampleRow> rows_;
+  int64_t kv_bytes_per_token_ = 0;
 };
 #endif
 
@@ -176,7 +246,8 @@ class EngineImpl final : public Engine {
   std::unordered_set<uint64_t> live_ids_;
   std::mt19937_64 seed_rng_{std::random_device{}()};
   ForwardBatch batch_;
-  std::vector<float> logits_;
+  std::vector<SampleSpec> specs_;
+  std::vector<int32_t> tokens_;
   EngineStats stats_;
 };
 
@@ -222,34 +293,44 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
         absl::StrFormat("max_model_len %d exceeds the model's max_position_embeddings %d",
                         max_model_len_, config_.max_position_embeddings));
   }
-  const int64_t kv_bytes_per_token =
-      2 * config_.num_layers * config_.num_kv_heads * config_.head_dim * int64_t{sizeof(float)};
-  int64_t kv_tokens = o.kv_cache_tokens;
-  if (kv_tokens == 0) {
-    kv_tokens = std::min<int64_t>(int64_t{o.max_num_seqs} * max_model_len_,
-                                  kDefaultKvBytesCap / kv_bytes_per_token);
-    kv_tokens = std::max<int64_t>(kv_tokens, max_model_len_);
+  if (o.gpu_memory_utilization <= 0.0 || o.gpu_memory_utilization > 1.0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--gpu-memory-utilization must be in (0, 1], got %g", o.gpu_memory_utilization));
   }
-  // Preemption can always fall back to running one sequence alone, but only if one full-length
-  // sequence fits.
-  if (kv_tokens < max_model_len_) {
+  if (o.kv_cache_tokens != 0 && o.kv_cache_tokens < max_model_len_) {
+    // Preemption can always fall back to running one sequence alone, but only if one
+    // full-length sequence fits.
     return absl::InvalidArgumentError(
         absl::StrFormat("kv_cache_tokens %d cannot hold one sequence of max_model_len %d tokens",
-                        kv_tokens, max_model_len_));
+                        o.kv_cache_tokens, max_model_len_));
   }
-  const int64_t num_blocks = (kv_tokens + o.kv_block_size - 1) / o.kv_block_size;
   if (device_ == "cpu") {
+    const int64_t kv_bytes_per_token =
+        2 * config_.num_layers * config_.num_kv_heads * config_.head_dim * int64_t{sizeof(float)};
+    int64_t kv_tokens = o.kv_cache_tokens;
+    if (kv_tokens == 0) {
+      kv_tokens = std::min<int64_t>(int64_t{o.max_num_seqs} * max_model_len_,
+                                    kDefaultKvBytesCap / kv_bytes_per_token);
+      kv_tokens = std::max<int64_t>(kv_tokens, max_model_len_);
+    }
+    const int64_t num_blocks = (kv_tokens + o.kv_block_size - 1) / o.kv_block_size;
     cache_ = std::make_unique<KvCache>(config_.num_layers, num_blocks, o.kv_block_size,
                                        config_.num_kv_heads, config_.head_dim);
     ASSIGN_OR_RETURN(model_, CpuModel::Create(o, config_, cache_.get()));
+    stats_.kv_bytes_per_token = kv_bytes_per_token;
   } else {
 #ifdef DPINFER_HAVE_CUDA
+    int64_t num_blocks = 0;
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaModel> cuda,
+                     CudaModel::Create(o, config_, max_model_len_, o.kv_cache_tokens, &num_blocks));
+    stats_.kv_bytes_per_token = cuda->kv_bytes_per_token();
+    model_ = std::move(cuda);
     // Zero layers: block accounting only; the keys and values live in the CudaModel's cache.
     cache_ = std::make_unique<KvCache>(0, num_blocks, o.kv_block_size, config_.num_kv_heads,
                                        config_.head_dim);
-    ASSIGN_OR_RETURN(model_, CudaModel::Create(o, config_, num_blocks));
 #endif
   }
+  stats_.weight_bytes = model_->weight_bytes();
   scheduler_ = std::make_unique<Scheduler>(o.max_num_seqs, o.max_num_batched_tokens, cache_.get());
   return absl::OkStatus();
 }
@@ -353,12 +434,15 @@ absl::Status EngineImpl::Step(std::vector<Result>* finished) {
   const int64_t num_seqs = static_cast<int64_t>(sched.scheduled.size());
   b.block_tables.assign(num_seqs * b.max_blocks_per_seq, 0);
   std::vector<Sequence*> to_sample;
+  specs_.clear();
+  int64_t context_tokens = 0;
   for (int64_t r = 0; r < num_seqs; ++r) {
     const ScheduledSeq& s = sched.scheduled[r];
     Sequence* seq = s.seq;
     std::copy(seq->block_table.begin(), seq->block_table.end(),
               b.block_tables.begin() + r * b.max_blocks_per_seq);
     const int64_t end = seq->num_computed + s.num_tokens;
+    context_tokens += end;
     for (int64_t pos = seq->num_computed; pos < end; ++pos) {
       b.token_ids.push_back(seq->token(pos));
       b.positions.push_back(static_cast<int32_t>(pos));
@@ -371,16 +455,18 @@ absl::Status EngineImpl::Step(std::vector<Result>* finished) {
     if (end == seq->num_tokens()) {
       b.logit_rows.push_back(static_cast<int32_t>(b.token_ids.size() - 1));
       to_sample.push_back(seq);
+      specs_.push_back({&seq->params, seq->seed, seq->output_ids.size()});
     }
   }
-  RETURN_IF_ERROR(model_->Forward(b, &logits_));
+  RETURN_IF_ERROR(model_->Step(b, specs_, &tokens_));
   for (const ScheduledSeq& s : sched.scheduled) s.seq->num_computed += s.num_tokens;
+  stats_.last_step_seqs = static_cast<int32_t>(num_seqs);
+  stats_.last_step_tokens = b.num_tokens();
+  stats_.last_step_context_tokens = context_tokens;
 
-  const int64_t vocab = config_.vocab_size;
   for (size_t i = 0; i < to_sample.size(); ++i) {
     Sequence* seq = to_sample[i];
-    const int32_t token = SampleToken(logits_.data() + i * vocab, vocab, seq->params, seq->seed,
-                                      seq->output_ids.size());
+    const int32_t token = tokens_[i];
     FinishReason reason;
     if (!AppendToken(seq, token, &reason)) continue;
     std::unique_ptr<Sequence> done = scheduler_->Finish(seq);

@@ -25,9 +25,9 @@ struct SamplingParams {
   int32_t top_k = -1;        // -1 or 0 -> all tokens
   // Same seed -> same tokens, whatever else is in the batch. Unset -> a seed drawn at Add().
   std::optional<uint64_t> seed;
-  int32_t max_tokens = 16;  // >= 1
-  std::vector<std::string> stop;         // stop strings; excluded from the returned text
-  std::vector<int32_t> stop_token_ids;   // extra ids that end the sequence (kept out of text)
+  int32_t max_tokens = 16;              // >= 1
+  std::vector<std::string> stop;        // stop strings; excluded from the returned text
+  std::vector<int32_t> stop_token_ids;  // extra ids that end the sequence (kept out of text)
   bool ignore_eos = false;
 };
 
@@ -54,18 +54,26 @@ struct Result {
 
 struct EngineOptions {
   std::string model_dir;
-  std::string served_model_name;  // default: the model directory's base name
-  int32_t max_num_seqs = 256;     // sequences in flight
+  std::string served_model_name;          // default: the model directory's base name
+  int32_t max_num_seqs = 256;             // sequences in flight
   int32_t max_num_batched_tokens = 2048;  // tokens per step (prefill chunks + decodes)
-  int32_t kv_block_size = 16;     // tokens per KV cache block
-  int64_t kv_cache_tokens = 0;    // 0 -> enough for max_num_seqs full-length sequences, capped
-  int32_t max_model_len = 0;      // 0 -> max_position_embeddings
-  int32_t num_threads = 0;        // CPU backend threads; 0 -> all cores
+  int32_t kv_block_size = 16;             // tokens per KV cache block
+  int64_t kv_cache_tokens = 0;  // 0 -> enough for max_num_seqs full-length sequences, capped
+  int32_t max_model_len = 0;    // 0 -> max_position_embeddings
+  int32_t num_threads = 0;      // CPU backend threads; 0 -> all cores
   // Where the model runs: "cpu", "cuda" (refused with a reason when this build has no CUDA or no
   // device is visible) or "auto" (cuda when built with CUDA and a device is present, else cpu).
   std::string device = "cpu";
-  // Weights: "float32" (exact), or "bfloat16" (cuda only: linear layers as bf16 GEMMs).
+  // Weights: "float32" (exact), or "bfloat16" (cuda only: the serving path: bf16 weights,
+  // activations between GEMMs and KV cache, fp32 accumulation and residual stream).
   std::string dtype = "float32";
+  // cuda: the fraction of the GPU's total memory this engine may use (weights, activations and
+  // KV cache); the KV cache gets what is left after the weights and a profiled forward pass of
+  // max_num_batched_tokens. Two engines sharing a GPU each take their own fraction. Ignored when
+  // kv_cache_tokens is set.
+  double gpu_memory_utilization = 0.9;
+  // cuda: run every step eagerly (no CUDA graphs for decode batches).
+  bool enforce_eager = false;
 };
 
 struct EngineStats {
@@ -77,6 +85,13 @@ struct EngineStats {
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_free = 0;
   int64_t preemptions = 0;
+  // The last step's shape: sequences, tokens computed (prefill + decode) and the sum of the
+  // sequences' context lengths after the step (what attention read from the KV cache).
+  int32_t last_step_seqs = 0;
+  int64_t last_step_tokens = 0;
+  int64_t last_step_context_tokens = 0;
+  int64_t kv_bytes_per_token = 0;  // all layers, K and V, in the cache's dtype
+  int64_t weight_bytes = 0;        // device (or host) memory held by the weights
 };
 
 class Engine {

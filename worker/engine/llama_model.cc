@@ -324,4 +324,17 @@ void LlamaModel::Forward(const ForwardBatch& batch, KvCache* cache, std::vector<
   }
 }
 
+int64_t LlamaModel::weight_bytes() const {
+  size_t n = embed_.size() + final_norm_.size() + lm_head_.size();
+  for (const Layer& l : layers_) {
+    for (const std::vector<float>* v :
+         {&l.input_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq, &l.bk, &l.bv, &l.bo, &l.post_norm,
+          &l.w_gate, &l.w_up, &l.w_down, &l.b_gate, &l.b_up, &l.b_down, &l.router,
+          &l.expert_gate_up, &l.expert_down}) {
+      n += v->size();
+    }
+  }
+  return static_cast<int64_t>(n * sizeof(float));
+}
+
 }  // namespace dpinfer::engine

@@ -59,6 +59,8 @@ class LlamaModel {
   void Forward(const ForwardBatch& batch, KvCache* cache, std::vector<float>* logits);
 
   const ModelConfig& config() const { return config_; }
+  // Host memory the weights take.
+  int64_t weight_bytes() const;
 
  private:
   struct Layer {

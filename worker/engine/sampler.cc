@@ -16,10 +16,25 @@ uint64_t Mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-double CounterUniform(uint64_t seed, uint64_t counter) {
+uint64_t GumbelRowKey(uint64_t seed, uint64_t step) {
   // Mixing twice keeps (seed, counter) and (seed + 1, counter - 1)-style neighbours unrelated.
-  const uint64_t bits = Mix64(Mix64(seed) ^ Mix64(counter ^ 0x5851f42d4c957f2dULL));
+  return Mix64(Mix64(seed) ^ Mix64(step ^ 0x5851f42d4c957f2dULL));
+}
+
+double CounterUniform(uint64_t seed, uint64_t counter) {
+  const uint64_t bits = GumbelRowKey(seed, counter);
   return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);  // / 2^53
+}
+
+double GumbelNoise(uint64_t row_key, int64_t i) {
+  const uint64_t bits = Mix64(row_key + static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ULL);
+  // (k + 0.5) / 2^53: strictly inside (0, 1), so both logs are finite.
+  const double u = (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  return -std::log(-std::log(u));
+}
+
+bool UsesGumbelSampling(float temperature, int32_t top_k, float top_p, int64_t vocab) {
+  return temperature > 0.0f && (top_k <= 0 || top_k >= vocab) && top_p >= 1.0f;
 }
 
 int32_t Argmax(const float* logits, int64_t vocab) {
@@ -33,6 +48,21 @@ int32_t Argmax(const float* logits, int64_t vocab) {
 int32_t SampleToken(const float* logits, int64_t vocab, const SamplingParams& params, uint64_t seed,
                     uint64_t step) {
   if (params.temperature == 0.0f || params.top_k == 1) return Argmax(logits, vocab);
+  if (UsesGumbelSampling(params.temperature, params.top_k, params.top_p, vocab)) {
+    const uint64_t key = GumbelRowKey(seed, step);
+    const double inv_t = 1.0 / static_cast<double>(params.temperature);
+    int64_t best = 0;
+    double best_score = -INFINITY;
+    for (int64_t i = 0; i < vocab; ++i) {
+      // Unfused, as the GPU computes it; -inf logits never win unless every logit is -inf.
+      const double score = static_cast<double>(logits[i]) * inv_t + GumbelNoise(key, i);
+      if (score > best_score) {
+        best_score = score;
+        best = i;
+      }
+    }
+    return static_cast<int32_t>(best);
+  }
   // Candidates sorted by logit, descending; ties by index so the order is deterministic.
   std::vector<int32_t> idx(vocab);
   std::iota(idx.begin(), idx.end(), 0);
