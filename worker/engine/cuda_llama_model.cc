@@ -5,7 +5,10 @@
 #include "worker/engine/cuda_llama_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -49,6 +52,88 @@ absl::Status AllocateZeroed(int64_t n, std::vector<kernels::DeviceBuffer<T>>* li
 
 }  // namespace
 
+// DPINFER_PROFILE=1 turns this on: events recorded between the ops of eager steps (not inside a
+// graph capture) give each op family's GPU time; every step also gets its whole GPU time (upload
+// to sampled tokens) and its host wall time in ForwardFast. The table goes to stderr when the
+// model is destroyed: where a benchmark's decode step spends its time.
+class StepProfiler {
+ public:
+  static std::unique_ptr<StepProfiler> FromEnv() {
+    const char* v = std::getenv("DPINFER_PROFILE");
+    if (v == nullptr || std::string(v) != "1") return nullptr;
+    return std::make_unique<StepProfiler>();
+  }
+  ~StepProfiler() {
+    for (cudaEvent_t e : pool_) cudaEventDestroy(e);
+    for (const auto& [kind, n] : steps_) {
+      std::fprintf(stderr,
+                   "DPINFER_PROFILE %s steps: %lld, GPU %.4f ms/step (upload to tokens), host wall "
+                   "in ForwardFast %.4f ms/step\n",
+                   kind.c_str(), static_cast<long long>(n), gpu_ms_[kind] / n, host_ms_[kind] / n);
+      double op_total = 0.0;
+      std::vector<std::pair<double, std::string>> rows;
+      for (const auto& [name, ms] : op_ms_[kind]) {
+        op_total += ms;
+        rows.push_back({ms, name});
+      }
+      std::sort(rows.rbegin(), rows.rend());
+      for (const auto& [ms, name] : rows) {
+        std::fprintf(stderr, "DPINFER_PROFILE   %-26s %9.4f ms/step %6.1f%%\n", name.c_str(),
+                     ms / n, 100.0 * ms / std::max(op_total, 1e-9));
+      }
+    }
+  }
+  // Starts section `name` at this point of the stream (ending the previous one); nullptr ends the
+  // last. Ignored while the stream is being captured.
+  void Mark(cudaStream_t stream, const char* name) {
+    if (capturing_) return;
+    cudaEvent_t e = Take();
+    cudaEventRecord(e, stream);
+    marks_.push_back({e, name});
+  }
+  void set_capturing(bool c) { capturing_ = c; }
+  // After the stream is synchronized: turns the marks into times. `kind` names the step ("graph",
+  // "eager" or "prefill"), `host_ms` is its wall time on the host.
+  void Collect(const std::string& kind, double host_ms) {
+    for (size_t i = 0; i + 1 < marks_.size(); ++i) {
+      float ms = 0.0f;
+      cudaEventElapsedTime(&ms, marks_[i].event, marks_[i + 1].event);
+      if (marks_[i].name != nullptr) op_ms_[kind][marks_[i].name] += ms;
+    }
+    if (marks_.size() >= 2) {
+      float ms = 0.0f;
+      cudaEventElapsedTime(&ms, marks_.front().event, marks_.back().event);
+      gpu_ms_[kind] += ms;
+    }
+    host_ms_[kind] += host_ms;
+    ++steps_[kind];
+    for (const Marked& m : marks_) pool_.push_back(m.event);
+    marks_.clear();
+  }
+
+ private:
+  struct Marked {
+    cudaEvent_t event;
+    const char* name;
+  };
+  cudaEvent_t Take() {
+    if (pool_.empty()) {
+      cudaEvent_t e = nullptr;
+      cudaEventCreate(&e);
+      return e;
+    }
+    cudaEvent_t e = pool_.back();
+    pool_.pop_back();
+    return e;
+  }
+  bool capturing_ = false;
+  std::vector<cudaEvent_t> pool_;
+  std::vector<Marked> marks_;
+  std::map<std::string, std::map<std::string, double>> op_ms_;  // kind -> op -> ms
+  std::map<std::string, double> gpu_ms_, host_ms_;
+  std::map<std::string, int64_t> steps_;
+};
+
 absl::StatusOr<std::unique_ptr<DeviceKvCache>> DeviceKvCache::Create(
     int64_t num_layers, int64_t num_blocks, int64_t block_size, int64_t num_kv_heads,
     int64_t head_dim, WeightDType dtype) {
@@ -83,7 +168,8 @@ CudaLlamaModel::CudaLlamaModel(const ModelConfig& config, WeightDType dtype,
       dtype_(dtype),
       backend_(backend),
       stream_(backend->stream()),
-      host_ops_(kernels::NewCpuBackend(1)) {
+      host_ops_(kernels::NewCpuBackend(1)),
+      profiler_(StepProfiler::FromEnv()) {
   int device = 0;
   if (cudaGetDevice(&device) == cudaSuccess) {
     cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device);
@@ -593,8 +679,9 @@ absl::Status CudaLlamaModel::ReserveFast(int64_t tokens, int64_t seqs, int64_t t
   RETURN_IF_ERROR(Reserve(&logits_, std::max<int64_t>(1, want.logits) * c.vocab_size));
   RETURN_IF_ERROR(Reserve(&sampled_, std::max<int64_t>(1, want.logits)));
   // (Sized for split_tiles (tile, split) pairs: the formula is per split times tiles.)
-  RETURN_IF_ERROR(Reserve(&partials_, kernels::gpu::AttentionPartialsFloats(
-                                          want.split_tiles, c.num_heads, c.head_dim, 2) / 2));
+  RETURN_IF_ERROR(Reserve(
+      &partials_,
+      kernels::gpu::AttentionPartialsFloats(want.split_tiles, c.num_heads, c.head_dim, 2) / 2));
   if (c.num_experts > 0) {
     RETURN_IF_ERROR(Reserve(&router_logits_, t * c.num_experts));
     RETURN_IF_ERROR(Reserve(&moe_offsets_, c.num_experts + 1));
@@ -816,6 +903,7 @@ absl::Status CudaLlamaModel::MoeFast(const Layer& l, int64_t t) {
   const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
   const int64_t num_e = c.num_experts, top_k = c.num_experts_per_tok;
   const int64_t routed = t * top_k;
+  if (profiler_) profiler_->Mark(stream_, "moe.router_gemm");
   RETURN_IF_ERROR(kernels::GemmBf16(stream_, backend_->cublas(), hb_.data(), l.router.bf16.data(),
                                     router_logits_.data(), false, t, num_e, hidden));
   gpu::MoeRouteArgs r;
@@ -829,8 +917,10 @@ absl::Status CudaLlamaModel::MoeFast(const Layer& l, int64_t t) {
   r.num_experts = num_e;
   r.top_k = top_k;
   r.softmax_first = c.family == ModelFamily::kMixtral;
+  if (profiler_) profiler_->Mark(stream_, "moe.route");
   CUDA_RETURN_IF_ERROR(gpu::MoeRoute(stream_, r));
   // Each expert over its rows, read straight from the normed activations through sorted_token.
+  if (profiler_) profiler_->Mark(stream_, "moe.gate_up_grouped_gemm");
   gpu::GroupedGemmArgs g;
   g.x = hb_.data();
   g.gather = moe_tokens_.data();
@@ -842,8 +932,10 @@ absl::Status CudaLlamaModel::MoeFast(const Layer& l, int64_t t) {
   g.n = 2 * inter;
   g.k = hidden;
   CUDA_RETURN_IF_ERROR(gpu::GroupedGemm(stream_, g));
+  if (profiler_) profiler_->Mark(stream_, "moe.silu_mul");
   CUDA_RETURN_IF_ERROR(
       gpu::SiluMulFusedToBf16(stream_, gate_up_.data(), moe_act_.data(), routed, inter));
+  if (profiler_) profiler_->Mark(stream_, "moe.down_grouped_gemm");
   g.x = moe_act_.data();
   g.gather = nullptr;
   g.w = l.expert_down.bf16.data();
@@ -851,6 +943,7 @@ absl::Status CudaLlamaModel::MoeFast(const Layer& l, int64_t t) {
   g.n = hidden;
   g.k = inter;
   CUDA_RETURN_IF_ERROR(gpu::GroupedGemm(stream_, g));
+  if (profiler_) profiler_->Mark(stream_, "moe.combine");
   kernels::MoeCombineArgs mc;
   mc.expert_out = moe_out_.data();
   mc.rows = moe_rows_.data();
@@ -874,6 +967,7 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
   cublasHandle_t blas = backend_->cublas();
   const float eps = c.rms_norm_eps;
 
+  if (profiler_) profiler_->Mark(stream_, "embedding+norm");
   CUDA_RETURN_IF_ERROR(gpu::EmbeddingBf16(stream_, in + l.token_ids, embed_.bf16.data(), x_.data(),
                                           t, hidden, c.embedding_multiplier));
   CUDA_RETURN_IF_ERROR(gpu::RmsNormToBf16(stream_, x_.data(), layers_[0].input_norm.f32.data(),
@@ -881,11 +975,13 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
   for (int64_t li = 0; li < c.num_layers; ++li) {
     const Layer& ly = layers_[li];
     // Attention: qkv = h @ Wqkv^T; rope + cache write; attention; x += o_proj(.) * residual_mult.
+    if (profiler_) profiler_->Mark(stream_, "qkv_gemm");
     RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.wqkv.bf16.data(), qkv_.data(),
                                       false, t, qkv_dim, hidden));
     if (!ly.bqkv.empty()) {
       CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, qkv_.data(), ly.bqkv.f32.data(), t, qkv_dim));
     }
+    if (profiler_) profiler_->Mark(stream_, "rope+cache_write");
     gpu::RopeQkvArgs rope;
     rope.qkv = qkv_.data();
     rope.positions = in + l.positions;
@@ -899,6 +995,7 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
     rope.num_kv_heads = c.num_kv_heads;
     rope.head_dim = c.head_dim;
     CUDA_RETURN_IF_ERROR(gpu::RopeQkvToCache(stream_, rope));
+    if (profiler_) profiler_->Mark(stream_, "attention");
     gpu::AttentionArgs at;
     at.q = qb_.data();
     at.k_cache = cache->k_bf16(li);
@@ -921,11 +1018,13 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
     at.kv_chunk = d.kv_chunk;
     at.scale = c.attention_scale;
     CUDA_RETURN_IF_ERROR(gpu::Attention(stream_, at));
+    if (profiler_) profiler_->Mark(stream_, "o_proj_gemm");
     RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.wo.bf16.data(), tmp_.data(),
                                       false, t, hidden, q_dim));
     if (!ly.bo.empty()) {
       CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, tmp_.data(), ly.bo.f32.data(), t, hidden));
     }
+    if (profiler_) profiler_->Mark(stream_, "add+rmsnorm");
     CUDA_RETURN_IF_ERROR(gpu::AddRmsNormToBf16(stream_, x_.data(), tmp_.data(),
                                                ly.post_norm.f32.data(), hb_.data(), t, hidden, eps,
                                                c.residual_multiplier));
@@ -933,19 +1032,23 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
     if (c.num_experts > 0) {
       RETURN_IF_ERROR(MoeFast(ly, t));
     } else {
+      if (profiler_) profiler_->Mark(stream_, "gate_up_gemm");
       RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_gate_up.bf16.data(),
                                         gate_up_.data(), false, t, 2 * inter, hidden));
       if (!ly.b_gate_up.empty()) {
         CUDA_RETURN_IF_ERROR(
             gpu::AddBias(stream_, gate_up_.data(), ly.b_gate_up.f32.data(), t, 2 * inter));
       }
+      if (profiler_) profiler_->Mark(stream_, "silu_mul");
       CUDA_RETURN_IF_ERROR(gpu::SiluMulFusedToBf16(stream_, gate_up_.data(), hb_.data(), t, inter));
+      if (profiler_) profiler_->Mark(stream_, "down_gemm");
       RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_down.bf16.data(),
                                         tmp_.data(), false, t, hidden, inter));
       if (!ly.b_down.empty()) {
         CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, tmp_.data(), ly.b_down.f32.data(), t, hidden));
       }
     }
+    if (profiler_) profiler_->Mark(stream_, "add+rmsnorm");
     if (li + 1 < c.num_layers) {
       // The residual add, fused into the next layer's input norm.
       CUDA_RETURN_IF_ERROR(gpu::AddRmsNormToBf16(stream_, x_.data(), tmp_.data(),
@@ -957,6 +1060,7 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
     }
   }
   if (n == 0) return absl::OkStatus();
+  if (profiler_) profiler_->Mark(stream_, "lm_head");
   // Only the rows whose logits are wanted: gather, final norm, lm_head.
   CUDA_RETURN_IF_ERROR(
       gpu::Embedding(stream_, {in + l.logit_rows, x_.data(), tmp_.data(), n, t, hidden, 1.0f}));
@@ -998,6 +1102,7 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
   if (rows != nullptr && static_cast<int64_t>(rows->size()) != n) {
     return absl::InvalidArgumentError("one sampling row per logit row is needed");
   }
+  const auto host_start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(StepDims dims, FastDims(batch));
   int64_t max_context = 0;
   for (int32_t p : batch.positions) max_context = std::max<int64_t>(max_context, p + 1);
@@ -1015,13 +1120,16 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
     width = std::min(width, cap_.width);
     d = StepDims{bucket, bucket, bucket, bucket, width, 1, 0};
     ChooseSplits(width * cache->block_size(), &d);
+    if (profiler_) profiler_->Mark(stream_, "upload");
     RETURN_IF_ERROR(UploadStep(batch, rows, d, /*padded=*/true));
     auto it = graphs_.find({bucket, width});
     if (it == graphs_.end()) {
       graph_cache_ = cache;
       cudaGraph_t g = nullptr;
       CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      if (profiler_) profiler_->set_capturing(true);
       const absl::Status enqueued = EnqueueFast(d, cache);
+      if (profiler_) profiler_->set_capturing(false);
       const cudaError_t ended = cudaStreamEndCapture(stream_, &g);
       RETURN_IF_ERROR(enqueued);
       CUDA_RETURN_IF_ERROR(ended);
@@ -1032,6 +1140,7 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
       CUDA_RETURN_IF_ERROR(inst);
       it = graphs_.emplace(std::make_pair(bucket, width), entry).first;
     }
+    if (profiler_) profiler_->Mark(stream_, "graph_replay");
     CUDA_RETURN_IF_ERROR(cudaGraphLaunch(it->second.exec, stream_));
   } else {
     d.tiles = 0;
@@ -1044,6 +1153,7 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
     d.tiles = std::max<int64_t>(d.tiles, 1);
     RETURN_IF_ERROR(ReserveFast(t, d.seqs, d.tiles, d.width, n));
     ChooseSplits(max_context, &d);
+    if (profiler_) profiler_->Mark(stream_, "upload");
     RETURN_IF_ERROR(UploadStep(batch, rows, d, /*padded=*/false));
     RETURN_IF_ERROR(EnqueueFast(d, cache));
   }
@@ -1061,6 +1171,7 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
     const float* top_p = reinterpret_cast<const float*>(in + l.top_p);
     const uint64_t* seed = reinterpret_cast<const uint64_t*>(in + l.seed);
     const uint64_t* step = reinterpret_cast<const uint64_t*>(in + l.step);
+    if (profiler_) profiler_->Mark(stream_, "sample");
     if (all_fast) {
       const kernels::gpu::SampleFastArgs a{logits_.data(),  temperature, in + l.top_k,
                                            top_p,           seed,        step,
@@ -1079,6 +1190,7 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
       a.vocab = c.vocab_size;
       RETURN_IF_ERROR(kernels::SampleRows(stream_, a));
     }
+    if (profiler_) profiler_->Mark(stream_, "download");
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_host_, sampled_.data(), sizeof(int32_t) * n,
                                          cudaMemcpyDeviceToHost, stream_));
   }
@@ -1090,8 +1202,18 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
                                            stream_));
     }
   }
+  if (profiler_) profiler_->Mark(stream_, nullptr);
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   if (tokens != nullptr) tokens->assign(tokens_host_, tokens_host_ + n);
+  if (profiler_) {
+    const double host_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - host_start)
+            .count();
+    profiler_->Collect(graph            ? "decode.graph"
+                       : t == dims.seqs ? "decode.eager"
+                                        : "with_prefill",
+                       host_ms);
+  }
   return backend_->status();
 }
 

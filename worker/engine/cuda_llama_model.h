@@ -30,6 +30,8 @@
 
 namespace dpinfer::engine {
 
+class StepProfiler;
+
 enum class WeightDType { kFloat32, kBfloat16 };
 
 // The paged KV cache's storage on the device, KvCache's layout: per layer K and V of
@@ -229,6 +231,8 @@ class CudaLlamaModel {
   int64_t graph_max_seqs_ = 0;
   DeviceKvCache* graph_cache_ = nullptr;                 // the cache the graphs write into
   std::map<std::pair<int64_t, int64_t>, Graph> graphs_;  // (bucket, width) -> graph
+  // DPINFER_PROFILE=1: GPU time per op family (eager steps) and per step, printed at exit.
+  std::unique_ptr<StepProfiler> profiler_;
 };
 
 }  // namespace dpinfer::engine

@@ -3,6 +3,9 @@
 #include "worker/engine/engine.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <unordered_set>
@@ -134,16 +137,28 @@ class CudaModel final : public Model {
                                                            int32_t max_model_len, int64_t kv_tokens,
                                                            int64_t* num_blocks) {
     std::unique_ptr<CudaModel> m(new CudaModel());
+    const char* profile = std::getenv("DPINFER_PROFILE");
+    const bool timed = profile != nullptr && std::string(profile) == "1";
+    auto t0 = std::chrono::steady_clock::now();
+    const auto lap = [&t0]() {
+      const auto now = std::chrono::steady_clock::now();
+      const double s = std::chrono::duration<double>(now - t0).count();
+      t0 = now;
+      return s;
+    };
     CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&m->stream_, cudaStreamNonBlocking));
     m->backend_ = kernels::NewCudaBackend(m->stream_);
     RETURN_IF_ERROR(m->backend_->status());
     const WeightDType dtype =
         o.dtype == "bfloat16" ? WeightDType::kBfloat16 : WeightDType::kFloat32;
+    const double t_context = lap();
     ASSIGN_OR_RETURN(m->model_,
                      CudaLlamaModel::Load(o.model_dir, config, dtype, m->backend_.get()));
+    const double t_weights = lap();
     const int64_t max_blocks = (max_model_len + o.kv_block_size - 1) / o.kv_block_size;
     RETURN_IF_ERROR(m->model_->Prepare(o.max_num_batched_tokens, o.max_num_seqs, max_blocks,
                                        dtype == WeightDType::kBfloat16 && !o.enforce_eager));
+    const double t_prepare = lap();
     const int64_t per_token = DeviceKvCache::BytesPerToken(config.num_layers, config.num_kv_heads,
                                                            config.head_dim, dtype);
     if (kv_tokens == 0) {
@@ -177,6 +192,13 @@ class CudaModel final : public Model {
                      DeviceKvCache::Create(config.num_layers, *num_blocks, o.kv_block_size,
                                            config.num_kv_heads, config.head_dim, dtype));
     m->kv_bytes_per_token_ = per_token;
+    if (timed) {
+      std::fprintf(stderr,
+                   "DPINFER_PROFILE load: context+cuBLAS %.3f s, weights %.3f s (%.2f GB), step "
+                   "buffers %.3f s, KV cache %.3f s (%lld blocks)\n",
+                   t_context, t_weights, m->model_->weight_bytes() / 1e9, t_prepare, lap(),
+                   static_cast<long long>(*num_blocks));
+    }
     return m;
   }
   ~CudaModel() override {
