@@ -47,14 +47,14 @@ __global__ void AddRmsNormToBf16Kernel(float* __restrict__ residual, const float
   }
 }
 
-__global__ void SiluMulFusedKernel(const float* __restrict__ gate_up,
+__global__ void SiluMulFusedKernel(const __nv_bfloat16* __restrict__ gate_up,
                                    __nv_bfloat16* __restrict__ out, int64_t m, int64_t n) {
   const int64_t total = m * n;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = i / n, col = i % n;
-    const float g = gate_up[row * 2 * n + col];
-    const float u = gate_up[row * 2 * n + n + col];
+    const float g = __bfloat162float(gate_up[row * 2 * n + col]);
+    const float u = __bfloat162float(gate_up[row * 2 * n + n + col]);
     out[i] = __float2bfloat16_rn(g / (1.0f + expf(-g)) * u);
   }
 }
@@ -101,8 +101,8 @@ cudaError_t AddRmsNormToBf16(cudaStream_t stream, float* residual, const float* 
   return cudaGetLastError();
 }
 
-cudaError_t SiluMulFusedToBf16(cudaStream_t stream, const float* gate_up, __nv_bfloat16* out,
-                               int64_t m, int64_t n) {
+cudaError_t SiluMulFusedToBf16(cudaStream_t stream, const __nv_bfloat16* gate_up,
+                               __nv_bfloat16* out, int64_t m, int64_t n) {
   if (gate_up == nullptr || out == nullptr || m < 0 || n <= 0) return cudaErrorInvalidValue;
   if (m == 0) return cudaSuccess;
   const int64_t blocks = std::min<int64_t>((m * n + kThreads - 1) / kThreads, 65536);

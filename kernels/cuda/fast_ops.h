@@ -25,9 +25,9 @@ cudaError_t RmsNormToBf16(cudaStream_t stream, const float* x, const float* w, _
 cudaError_t AddRmsNormToBf16(cudaStream_t stream, float* residual, const float* x, const float* w,
                              __nv_bfloat16* out, int64_t m, int64_t d, float eps, float x_scale);
 // out [m, n] = bf16(silu(gate_up[:, :n]) * gate_up[:, n:]) for gate_up [m, 2n] (the fused gate/up
-// GEMM's output, gate columns first).
-cudaError_t SiluMulFusedToBf16(cudaStream_t stream, const float* gate_up, __nv_bfloat16* out,
-                               int64_t m, int64_t n);
+// GEMM's bf16 output, gate columns first), computed in fp32.
+cudaError_t SiluMulFusedToBf16(cudaStream_t stream, const __nv_bfloat16* gate_up,
+                               __nv_bfloat16* out, int64_t m, int64_t n);
 
 // out [num_tokens, hidden] = float(table[ids[i]]) * scale: the embedding lookup from a bf16
 // table (the bf16 model keeps one bf16 copy of the embeddings, shared with a tied lm_head). Ids

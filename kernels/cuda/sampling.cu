@@ -37,10 +37,10 @@ __device__ __forceinline__ double CounterUniform(uint64_t seed, uint64_t counter
 }
 
 // sampler.cc's GumbelNoise and UsesGumbelSampling.
-__device__ __forceinline__ double GumbelNoise(uint64_t row_key, int64_t i) {
+__device__ __forceinline__ float GumbelNoise(uint64_t row_key, int64_t i) {
   const uint64_t bits = Mix64(row_key + static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ULL);
-  const double u = (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-  return -log(-log(u));
+  const float u = __fmul_rn(static_cast<float>(bits >> 40) + 0.5f, 1.0f / 16777216.0f);
+  return -logf(-logf(u));
 }
 
 __device__ __forceinline__ bool UsesGumbel(float temperature, int32_t top_k, float top_p,
@@ -84,10 +84,13 @@ __global__ void ArgmaxKernel(const float* __restrict__ logits, int64_t vocab,
 // One block per row: greedy rows take the argmax, Gumbel rows the argmax of the perturbed scores
 // (both "largest value, lowest index"), and rows that need the sorted path are marked -1. With
 // kGumbelOnly (after the sorted path has written its rows) only the Gumbel rows are written.
+// 1024 threads: a row of 128k entries takes each thread ~128 hashes and logs, and one block per
+// row keeps the whole batch in a single wave.
+constexpr int kFastThreads = 1024;
 template <bool kGumbelOnly>
-__global__ void __launch_bounds__(kThreads) SampleFastKernel(SampleFastArgs a) {
-  __shared__ double sm_score[kThreads / 32];
-  __shared__ int32_t sm_index[kThreads / 32];
+__global__ void __launch_bounds__(kFastThreads) SampleFastKernel(SampleFastArgs a) {
+  __shared__ float sm_score[kFastThreads / 32];
+  __shared__ int32_t sm_index[kFastThreads / 32];
   const int64_t r = blockIdx.x;
   const float* row = a.logits + r * a.vocab;
   const float temperature = a.temperature[r];
@@ -99,20 +102,18 @@ __global__ void __launch_bounds__(kThreads) SampleFastKernel(SampleFastArgs a) {
     return;
   }
   const uint64_t key = greedy ? 0 : GumbelRowKey(a.seed[r], a.step[r]);
-  const double inv_t = greedy ? 1.0 : 1.0 / static_cast<double>(temperature);
-  double best = -INFINITY;
+  const float inv_t = greedy ? 1.0f : __fdiv_rn(1.0f, temperature);
+  float best = -INFINITY;
   int32_t best_i = INT_MAX;
   for (int64_t i = threadIdx.x; i < a.vocab; i += blockDim.x) {
-    const double score =
-        greedy ? static_cast<double>(row[i])
-               : __dadd_rn(__dmul_rn(static_cast<double>(row[i]), inv_t), GumbelNoise(key, i));
+    const float score = greedy ? row[i] : __fadd_rn(__fmul_rn(row[i], inv_t), GumbelNoise(key, i));
     if (score > best) {  // i increases within a thread: ties keep the lower index
       best = score;
       best_i = static_cast<int32_t>(i);
     }
   }
   for (int o = 16; o > 0; o >>= 1) {
-    const double other = __shfl_xor_sync(0xffffffffu, best, o);
+    const float other = __shfl_xor_sync(0xffffffffu, best, o);
     const int32_t other_i = __shfl_xor_sync(0xffffffffu, best_i, o);
     if (other > best || (other == best && other_i < best_i)) {
       best = other;
@@ -126,7 +127,7 @@ __global__ void __launch_bounds__(kThreads) SampleFastKernel(SampleFastArgs a) {
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < kThreads / 32; ++w) {
+    for (int w = 1; w < kFastThreads / 32; ++w) {
       if (sm_score[w] > best || (sm_score[w] == best && sm_index[w] < best_i)) {
         best = sm_score[w];
         best_i = sm_index[w];
@@ -302,7 +303,7 @@ cudaError_t Sample(cudaStream_t stream, const SampleArgs& a) {
     // The rows drawn by the Gumbel-max rule (the sorted kernel left them alone).
     const SampleFastArgs f{a.logits, a.temperature, a.top_k,    a.top_p, a.seed,
                            a.step,   a.tokens,      a.num_rows, a.vocab};
-    SampleFastKernel<true><<<a.num_rows, kThreads, 0, stream>>>(f);
+    SampleFastKernel<true><<<a.num_rows, kFastThreads, 0, stream>>>(f);
     err = cudaGetLastError();
   }
   release();
@@ -316,7 +317,7 @@ cudaError_t SampleFast(cudaStream_t stream, const SampleFastArgs& a) {
     return cudaErrorInvalidValue;
   }
   if (a.num_rows == 0) return cudaSuccess;
-  SampleFastKernel<false><<<a.num_rows, kThreads, 0, stream>>>(a);
+  SampleFastKernel<false><<<a.num_rows, kFastThreads, 0, stream>>>(a);
   return cudaGetLastError();
 }
 

@@ -675,7 +675,8 @@ absl::Status CudaLlamaModel::ReserveFast(int64_t tokens, int64_t seqs, int64_t t
   RETURN_IF_ERROR(Reserve(&hb_, rows * std::max({hidden, q_dim, inter})));
   RETURN_IF_ERROR(Reserve(&qkv_, t * (q_dim + 2 * kv_dim)));
   RETURN_IF_ERROR(Reserve(&qb_, t * q_dim));
-  RETURN_IF_ERROR(Reserve(&gate_up_, std::max(t, routed) * 2 * inter));
+  RETURN_IF_ERROR(Reserve(&gate_up_bf16_, std::max(t, routed) * 2 * inter));
+  if (c.mlp_bias && c.num_experts == 0) RETURN_IF_ERROR(Reserve(&gate_up_, t * 2 * inter));
   RETURN_IF_ERROR(Reserve(&logits_, std::max<int64_t>(1, want.logits) * c.vocab_size));
   RETURN_IF_ERROR(Reserve(&sampled_, std::max<int64_t>(1, want.logits)));
   // (Sized for split_tiles (tile, split) pairs: the formula is per split times tiles.)
@@ -737,7 +738,7 @@ int64_t CudaLlamaModel::device_bytes() const {
         &moe_out_, &moe_weights_, &qkv_, &gate_up_, &partials_}) {
     bytes += b->size() * 4;
   }
-  for (const auto* b : {&hb_, &qb_, &moe_act_}) bytes += b->size() * 2;
+  for (const auto* b : {&hb_, &qb_, &moe_act_, &gate_up_bf16_}) bytes += b->size() * 2;
   return bytes;
 }
 
@@ -926,7 +927,8 @@ absl::Status CudaLlamaModel::MoeFast(const Layer& l, int64_t t) {
   g.gather = moe_tokens_.data();
   g.w = l.expert_gate_up.bf16.data();
   g.expert_offsets = moe_offsets_.data();
-  g.y = gate_up_.data();
+  g.y = gate_up_bf16_.data();
+  g.y_bf16 = true;
   g.max_rows = routed;
   g.num_experts = num_e;
   g.n = 2 * inter;
@@ -934,12 +936,13 @@ absl::Status CudaLlamaModel::MoeFast(const Layer& l, int64_t t) {
   CUDA_RETURN_IF_ERROR(gpu::GroupedGemm(stream_, g));
   if (profiler_) profiler_->Mark(stream_, "moe.silu_mul");
   CUDA_RETURN_IF_ERROR(
-      gpu::SiluMulFusedToBf16(stream_, gate_up_.data(), moe_act_.data(), routed, inter));
+      gpu::SiluMulFusedToBf16(stream_, gate_up_bf16_.data(), moe_act_.data(), routed, inter));
   if (profiler_) profiler_->Mark(stream_, "moe.down_grouped_gemm");
   g.x = moe_act_.data();
   g.gather = nullptr;
   g.w = l.expert_down.bf16.data();
   g.y = moe_out_.data();
+  g.y_bf16 = false;
   g.n = hidden;
   g.k = inter;
   CUDA_RETURN_IF_ERROR(gpu::GroupedGemm(stream_, g));
@@ -1033,14 +1036,21 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
       RETURN_IF_ERROR(MoeFast(ly, t));
     } else {
       if (profiler_) profiler_->Mark(stream_, "gate_up_gemm");
-      RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_gate_up.bf16.data(),
-                                        gate_up_.data(), false, t, 2 * inter, hidden));
-      if (!ly.b_gate_up.empty()) {
+      if (ly.b_gate_up.empty()) {
+        RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_gate_up.bf16.data(),
+                                          gate_up_bf16_.data(), true, t, 2 * inter, hidden));
+      } else {
+        // The bias is added in fp32 before the one rounding to bf16.
+        RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_gate_up.bf16.data(),
+                                          gate_up_.data(), false, t, 2 * inter, hidden));
         CUDA_RETURN_IF_ERROR(
             gpu::AddBias(stream_, gate_up_.data(), ly.b_gate_up.f32.data(), t, 2 * inter));
+        RETURN_IF_ERROR(
+            kernels::Fp32ToBf16(stream_, gate_up_.data(), gate_up_bf16_.data(), t * 2 * inter));
       }
       if (profiler_) profiler_->Mark(stream_, "silu_mul");
-      CUDA_RETURN_IF_ERROR(gpu::SiluMulFusedToBf16(stream_, gate_up_.data(), hb_.data(), t, inter));
+      CUDA_RETURN_IF_ERROR(
+          gpu::SiluMulFusedToBf16(stream_, gate_up_bf16_.data(), hb_.data(), t, inter));
       if (profiler_) profiler_->Mark(stream_, "down_gemm");
       RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_down.bf16.data(),
                                         tmp_.data(), false, t, hidden, inter));

@@ -219,7 +219,9 @@ class CudaLlamaModel {
     int64_t tokens = 0, seqs = 0, tiles = 0, width = 0, logits = 0, split_tiles = 0;
   } cap_;
   kernels::DeviceBuffer<float> qkv_, gate_up_, partials_;
-  kernels::DeviceBuffer<__nv_bfloat16> hb_, qb_, moe_act_;
+  // gate_up_bf16_: the fused gate/up GEMM's output ([tokens or routed rows, 2 * intermediate]);
+  // gate_up_ (fp32) only for MLP biases, added before rounding.
+  kernels::DeviceBuffer<__nv_bfloat16> hb_, qb_, moe_act_, gate_up_bf16_;
   kernels::DeviceBuffer<int32_t> step_dev_, moe_offsets_, moe_scratch_, sampled_;
   int32_t* step_host_ = nullptr;  // pinned, cap of step_dev_
   int64_t step_host_size_ = 0;

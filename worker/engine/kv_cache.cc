@@ -12,9 +12,13 @@ KvCache::KvCache(int64_t num_layers, int64_t num_blocks, int64_t block_size, int
   free_.reserve(num_blocks);
   // Pushed in reverse so that allocation starts with block 0 (easier to read in a debugger).
   for (int64_t b = num_blocks - 1; b >= 0; --b) free_.push_back(static_cast<int32_t>(b));
+  // Built per layer: with no layers (a device holds the storage) nothing is allocated, not even
+  // the one zeroed prototype that assign(n, vector(floats)) would build (gigabytes for a GPU cache).
   const int64_t floats = num_blocks * block_size * num_kv_heads * head_dim;
-  k_.assign(num_layers, std::vector<float>(floats, 0.0f));
-  v_.assign(num_layers, std::vector<float>(floats, 0.0f));
+  for (int64_t i = 0; i < num_layers; ++i) {
+    k_.emplace_back(floats, 0.0f);
+    v_.emplace_back(floats, 0.0f);
+  }
 }
 
 bool KvCache::EnsureCapacity(std::vector<int32_t>* block_table, int64_t num_tokens) {

@@ -26,10 +26,11 @@ double CounterUniform(uint64_t seed, uint64_t counter) {
   return static_cast<double>(bits >> 11) * (1.0 / 9007199254740992.0);  // / 2^53
 }
 
-double GumbelNoise(uint64_t row_key, int64_t i) {
+float GumbelNoise(uint64_t row_key, int64_t i) {
   const uint64_t bits = Mix64(row_key + static_cast<uint64_t>(i) * 0x9e3779b97f4a7c15ULL);
-  // (k + 0.5) / 2^53: strictly inside (0, 1), so both logs are finite.
-  const double u = (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+  // (k + 0.5) / 2^24 with 24 random bits: strictly inside (0, 1), so both logs are finite. fp32,
+  // as on the GPU, where this runs for every vocabulary entry of every row each step.
+  const float u = (static_cast<float>(bits >> 40) + 0.5f) * (1.0f / 16777216.0f);
   return -std::log(-std::log(u));
 }
 
@@ -50,12 +51,12 @@ int32_t SampleToken(const float* logits, int64_t vocab, const SamplingParams& pa
   if (params.temperature == 0.0f || params.top_k == 1) return Argmax(logits, vocab);
   if (UsesGumbelSampling(params.temperature, params.top_k, params.top_p, vocab)) {
     const uint64_t key = GumbelRowKey(seed, step);
-    const double inv_t = 1.0 / static_cast<double>(params.temperature);
+    const float inv_t = 1.0f / params.temperature;
     int64_t best = 0;
-    double best_score = -INFINITY;
+    float best_score = -INFINITY;
     for (int64_t i = 0; i < vocab; ++i) {
       // Unfused, as the GPU computes it; -inf logits never win unless every logit is -inf.
-      const double score = static_cast<double>(logits[i]) * inv_t + GumbelNoise(key, i);
+      const float score = logits[i] * inv_t + GumbelNoise(key, i);
       if (score > best_score) {
         best_score = score;
         best = i;

@@ -18,11 +18,12 @@ uint64_t Mix64(uint64_t x);
 // Uniform in [0, 1) from (seed, counter); 53 random bits.
 double CounterUniform(uint64_t seed, uint64_t counter);
 
-// The Gumbel-max rule's noise for vocabulary entry i: -log(-log(u)), u uniform in (0, 1) from
+// The Gumbel-max rule's noise for vocabulary entry i: -log(-log(u)) in fp32, u uniform in (0, 1)
+// (24 bits) from
 // splitmix64 at state `row_key` + i * golden ratio, row_key = the bits CounterUniform(seed, step)
 // draws from. The GPU sampler computes the same values.
 uint64_t GumbelRowKey(uint64_t seed, uint64_t step);
-double GumbelNoise(uint64_t row_key, int64_t i);
+float GumbelNoise(uint64_t row_key, int64_t i);
 // True when SampleToken draws by the Gumbel-max rule for these parameters.
 bool UsesGumbelSampling(float temperature, int32_t top_k, float top_p, int64_t vocab);
 
