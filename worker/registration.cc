@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
 #include "common/logging.h"
 
 namespace dpinfer::worker {
@@ -22,13 +23,15 @@ Registration::Registration(std::string coordinator_address, v1::RegisterRequest 
   grpc::ChannelArguments args;
   // Find a restarted coordinator within seconds (gRPC's default backoff grows to 120 s).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
-  stub_ = v1::CoordinatorService::NewStub(grpc::CreateCustomChannel(
-      coordinator_address_, grpc::InsecureChannelCredentials(), args));
+  stub_ = v1::CoordinatorService::NewStub(
+      grpc::CreateCustomChannel(coordinator_address_, grpc::InsecureChannelCredentials(), args));
 }
 
 Registration::~Registration() { Stop(); }
 
-void Registration::Start() { thread_ = std::thread([this] { Loop(); }); }
+void Registration::Start() {
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void Registration::Stop() {
   {
@@ -57,6 +60,9 @@ void Registration::Loop() {
         wait_s = interval_s;
         backoff_s = 0.2;
         failures = 0;
+        if (response.dp_rank() != request_.dp_rank()) {
+          SetLogPrefix(absl::StrCat("worker ", response.dp_rank()));
+        }
         LOG_INFO("registered with coordinator {} as {} (dp rank {})", coordinator_address_,
                  worker_id, response.dp_rank());
       } else if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {

@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "debug, info, warn or error");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
-  spdlog::set_pattern(absl::StrCat("[%Y-%m-%d %H:%M:%S.%e] [worker ", dp_rank, "] [%l] %v"));
+  // A rank the coordinator assigns replaces the -1 once registered (Registration).
+  dpinfer::SetLogPrefix(absl::StrCat("worker ", dp_rank));
 
   sigset_t signals;
   sigemptyset(&signals);
