@@ -23,6 +23,7 @@
 
 #include "common/status.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/fast_ops.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/sampler.h"
 #endif
@@ -531,6 +532,136 @@ TEST_F(CudaParityTest, SamplingMatchesCpuSamplerAndIsDeterministic) {
       EXPECT_EQ(first[r], want) << "vocab=" << vocab << " row=" << r << " T=" << sp.temperature
                                 << " top_k=" << sp.top_k << " top_p=" << sp.top_p;
     }
+  }
+}
+
+// The bf16 serving path's row-wise ops (kernels/cuda/fast_norm.cu) against the fp32 CPU ops with
+// the result rounded to bf16: the GPU's fp32 sum may differ in its last bits, so a value may round
+// to the neighbouring bf16; relative L2 1e-2 (a bf16 ulp is 2^-8 relative).
+std::vector<float> FromBf16(const std::vector<__nv_bfloat16>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint16_t bits;
+    std::memcpy(&bits, &v[i], 2);
+    out[i] = Bf16Value(bits);
+  }
+  return out;
+}
+std::vector<__nv_bfloat16> ToBf16(const std::vector<float>& v) {
+  std::vector<__nv_bfloat16> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint16_t bits = Bf16Bits(v[i]);
+    std::memcpy(static_cast<void*>(&out[i]), &bits, 2);
+  }
+  return out;
+}
+std::vector<float> RoundedToBf16(std::vector<float> v) {
+  for (float& x : v) x = Bf16Value(Bf16Bits(x));
+  return v;
+}
+DeviceBuffer<__nv_bfloat16> PoisonedBf16(size_t n) {
+  return Up(ToBf16(std::vector<float>(n, kNaN)));
+}
+
+TEST_F(CudaParityTest, RmsNormAndAddRmsNormToBf16) {
+  std::mt19937 rng(111);
+  for (const auto& [m, d] : {std::pair<int64_t, int64_t>{1, 64}, {7, 96}, {33, 2048}, {5, 3000}}) {
+    SCOPED_TRACE(testing::Message() << "m=" << m << " d=" << d);
+    const auto x = Random(m * d, rng), w = Random(d, rng), delta = Random(m * d, rng);
+    const float eps = 1e-5f, scale = 0.22f;
+    // RmsNormToBf16 against RmsNorm.
+    std::vector<float> want(m * d);
+    cpu_->RmsNorm({x.data(), w.data(), want.data(), m, d, eps});
+    auto dx = Up(x), dw = Up(w), ddelta = Up(delta);
+    auto dout = PoisonedBf16(m * d);
+    ASSERT_EQ(gpu::RmsNormToBf16(stream_, dx.data(), dw.data(), dout.data(), m, d, eps),
+              cudaSuccess);
+    Sync();
+    EXPECT_LE(RelErr(FromBf16(Down(dout)), RoundedToBf16(want)), 1e-2);
+    // AddRmsNormToBf16 against Add then RmsNorm: the residual in fp32, the output in bf16.
+    std::vector<float> residual(m * d);
+    cpu_->Add({x.data(), delta.data(), residual.data(), m * d, scale});
+    cpu_->RmsNorm({residual.data(), w.data(), want.data(), m, d, eps});
+    dout = PoisonedBf16(m * d);
+    ASSERT_EQ(gpu::AddRmsNormToBf16(stream_, dx.data(), ddelta.data(), dw.data(), dout.data(), m, d,
+                                    eps, scale),
+              cudaSuccess);
+    Sync();
+    EXPECT_LE(RelErr(Down(dx), residual), kFp32Tol);
+    EXPECT_LE(RelErr(FromBf16(Down(dout)), RoundedToBf16(want)), 1e-2);
+  }
+}
+
+TEST_F(CudaParityTest, SiluMulFusedAndEmbeddingBf16) {
+  std::mt19937 rng(112);
+  for (const auto& [m, n] : {std::pair<int64_t, int64_t>{1, 32}, {9, 160}, {64, 8192}}) {
+    SCOPED_TRACE(testing::Message() << "m=" << m << " n=" << n);
+    // gate_up rows: n gate columns, then n up columns, as the fused GEMM writes them (bf16).
+    const auto gate_up = RoundedToBf16(Random(m * 2 * n, rng));
+    std::vector<float> gate(m * n), up(m * n), want(m * n);
+    for (int64_t r = 0; r < m; ++r) {
+      std::copy_n(gate_up.begin() + r * 2 * n, n, gate.begin() + r * n);
+      std::copy_n(gate_up.begin() + r * 2 * n + n, n, up.begin() + r * n);
+    }
+    cpu_->SiluMul({gate.data(), up.data(), want.data(), m, n});
+    auto din = Up(ToBf16(gate_up));
+    auto dout = PoisonedBf16(m * n);
+    ASSERT_EQ(gpu::SiluMulFusedToBf16(stream_, din.data(), dout.data(), m, n), cudaSuccess);
+    Sync();
+    EXPECT_LE(RelErr(FromBf16(Down(dout)), RoundedToBf16(want)), 1e-2);
+  }
+  // The bf16 embedding lookup is exact: float(bf16) * scale in fp32 either way.
+  const int64_t vocab = 300, hidden = 96, t = 17;
+  const auto table = RoundedToBf16(Random(vocab * hidden, rng));
+  std::vector<int32_t> ids(t);
+  for (int64_t i = 0; i < t; ++i) ids[i] = static_cast<int32_t>((i * 37 + 5) % vocab);
+  std::vector<float> want(t * hidden);
+  cpu_->Embedding({ids.data(), table.data(), want.data(), t, vocab, hidden, 12.0f});
+  auto dtable = Up(ToBf16(table));
+  auto dids = Up(ids);
+  auto dout = Poisoned(t * hidden);
+  ASSERT_EQ(gpu::EmbeddingBf16(stream_, dids.data(), dtable.data(), dout.data(), t, hidden, 12.0f),
+            cudaSuccess);
+  Sync();
+  EXPECT_EQ(Down(dout), want);
+}
+
+// SampleFast draws greedy and plain-temperature rows (Gumbel-max) as the CPU sampler does and
+// marks the rows that need the sorted path with -1.
+TEST_F(CudaParityTest, SampleFastMatchesCpuSampler) {
+  std::mt19937 rng(113);
+  const int64_t vocab = 128256, rows = 12;
+  const auto logits = Random(rows * vocab, rng, 3.0f);
+  std::vector<float> temperature(rows), top_p(rows, 1.0f);
+  std::vector<int32_t> top_k(rows, -1);
+  std::vector<uint64_t> seed(rows), step(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    temperature[r] = r % 4 == 0 ? 0.0f : 0.5f + 0.25f * static_cast<float>(r % 3);
+    seed[r] = 1000 + 17 * r;
+    step[r] = r;
+  }
+  top_p[5] = 0.9f;  // these two need the sorted path
+  top_k[7] = 50;
+  auto dl = Up(logits), dtemp = Up(temperature), dtopp = Up(top_p);
+  auto dtopk = Up(top_k);
+  auto dseed = Up(seed), dstep = Up(step);
+  auto dt = Up(std::vector<int32_t>(rows, -7));
+  const gpu::SampleFastArgs a{dl.data(),    dtemp.data(), dtopk.data(), dtopp.data(), dseed.data(),
+                              dstep.data(), dt.data(),    rows,         vocab};
+  ASSERT_EQ(gpu::SampleFast(stream_, a), cudaSuccess);
+  Sync();
+  const auto got = Down(dt);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (r == 5 || r == 7) {
+      EXPECT_EQ(got[r], -1) << "row " << r;
+      continue;
+    }
+    engine::SamplingParams sp;
+    sp.temperature = temperature[r];
+    sp.top_k = top_k[r];
+    sp.top_p = top_p[r];
+    EXPECT_EQ(got[r], engine::SampleToken(logits.data() + r * vocab, vocab, sp, seed[r], step[r]))
+        << "row " << r;
   }
 }
 

@@ -218,6 +218,34 @@ TEST(CudaEngineTest, Bfloat16CudaGraphsMatchEager) {
   EXPECT_GT(differing, 0);
 }
 
+// The bf16 path under preemption: a cache of about one sequence forces recompute of the others
+// (eager prefills between graph-replayed decodes); every request still ends with all its tokens.
+TEST(CudaEngineTest, Bfloat16UnderPreemption) {
+  SKIP_WITHOUT_SHARED();
+  EngineOptions o = CudaOptions();
+  o.dtype = "bfloat16";
+  o.max_model_len = 80;
+  o.kv_cache_tokens = 96;
+  o.kv_block_size = 8;
+  std::string skip;
+  auto engine = MakeCudaEngine(o, &skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_NE(engine, nullptr);
+  std::vector<Request> requests = GraphRequests();
+  for (Request& r : requests) r.params.max_tokens = 32;
+  const std::map<uint64_t, Result> results = RunAll(engine.get(), std::move(requests));
+  ASSERT_EQ(results.size(), 8u);
+  const std::vector<Reference> refs = LoadReference();
+  for (const auto& [id, r] : results) {
+    EXPECT_EQ(r.output_ids.size(), 32u) << "request " << id;
+    if (id < refs.size()) {
+      EXPECT_EQ(r.output_ids[0], refs[id].output_ids[0]) << "request " << id;
+    }
+  }
+  EXPECT_GT(engine->stats().preemptions, 0);
+  EXPECT_EQ(engine->stats().kv_blocks_free, engine->stats().kv_blocks_total);
+}
+
 // --gpu-memory-utilization is each engine's share of the whole GPU: the KV cache takes what the
 // model leaves of it, engines sharing a GPU each get theirs, and one that asks for more than is
 // free is refused with a message naming the flag.
