@@ -47,6 +47,7 @@
 #include <cstring>
 
 #include "kernels/cuda/fast_ops.h"
+#include "kernels/cuda/ptx.cuh"
 
 namespace dpinfer::kernels::gpu {
 namespace {
@@ -109,57 +110,6 @@ __global__ void __launch_bounds__(kRopeThreads)
 //   B (16x8, k x n):      b0 = (k 2t..2t+1, n g), b1 = (k 2t + 8.., n g);
 //   C (16x8, fp32):       c0, c1 = (row g, cols 2t, 2t + 1), c2, c3 = (row g + 8, same cols).
 // The lower half of each 32-bit register holds the lower column (or k) index.
-
-__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, bypassing L1; with valid == false nothing is read and the 16 bytes
-// are zero-filled (src must still be a valid-looking address, so callers pass the base pointer).
-__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-// Four 8x8 bf16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, register i receives
-// matrix i's (row g, cols 2t, 2t + 1), or with .trans its (rows 2t, 2t + 1, col g).
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-
-// d += a * b on one 16x8 fp32 accumulator.
-__device__ __forceinline__ void Mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the lower 16 bits
-  uint32_t u;
-  memcpy(&u, &v, sizeof(u));
-  return u;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Attention: kernels.
@@ -258,8 +208,8 @@ __device__ __forceinline__ void AttendKeys(const bf16* q_s, const bf16* k_s, con
       uint32_t b[4];
       LdMatrixX4(b, SmemAddr(k_s + (n2 * 16 + (lane & 7) + (lane >> 4) * 8) * kLd + kk * 16 +
                              ((lane >> 3) & 1) * 8));
-      Mma(s[2 * n2], a, b[0], b[1]);
-      Mma(s[2 * n2 + 1], a, b[2], b[3]);
+      MmaBf16(s[2 * n2], a, b[0], b[1]);
+      MmaBf16(s[2 * n2 + 1], a, b[2], b[3]);
     }
   }
 
@@ -304,9 +254,9 @@ __device__ __forceinline__ void AttendKeys(const bf16* q_s, const bf16* k_s, con
   // O += P V: two adjacent n8 score blocks are exactly one A fragment (keys 16j..16j+15).
 #pragma unroll
   for (int j = 0; j < kKeys / 16; ++j) {
-    const uint32_t a[4] = {PackBf16(s[2 * j][0], s[2 * j][1]), PackBf16(s[2 * j][2], s[2 * j][3]),
-                           PackBf16(s[2 * j + 1][0], s[2 * j + 1][1]),
-                           PackBf16(s[2 * j + 1][2], s[2 * j + 1][3])};
+    const uint32_t a[4] = {PackBf16x2(s[2 * j][0], s[2 * j][1]), PackBf16x2(s[2 * j][2], s[2 * j][3]),
+                           PackBf16x2(s[2 * j + 1][0], s[2 * j + 1][1]),
+                           PackBf16x2(s[2 * j + 1][2], s[2 * j + 1][3])};
 #pragma unroll
     for (int d2 = 0; d2 < kHeadDimPad / 16; ++d2) {
       // Matrices (transposed): keys +0..7 / dims +0..7, keys +8..15 / dims +0..7, then dims
@@ -314,8 +264,8 @@ __device__ __forceinline__ void AttendKeys(const bf16* q_s, const bf16* k_s, con
       uint32_t b[4];
       LdMatrixX4Trans(b, SmemAddr(v_s + (j * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd +
                                   d2 * 16 + (lane >> 4) * 8));
-      Mma(o[2 * d2], a, b[0], b[1]);
-      Mma(o[2 * d2 + 1], a, b[2], b[3]);
+      MmaBf16(o[2 * d2], a, b[0], b[1]);
+      MmaBf16(o[2 * d2 + 1], a, b[2], b[3]);
     }
   }
 }

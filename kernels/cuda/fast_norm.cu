@@ -1,51 +1,15 @@
-// The bf16 serving path's row-wise kernels (fast_ops.h): the bf16 embedding lookup, RMSNorm, the
-// residual add fused into the next RMSNorm, and the fused-gate/up SiLU·mul, each writing its result
-// as bf16 because the next op is a bf16 GEMM that would otherwise need a separate conversion pass.
-// The arithmetic is the fp32 twins' (rms_norm.cu, activation.cu); only the final store rounds.
+// The bf16 serving path's element-wise kernels (fast_ops.h): the bf16 embedding lookup and the
+// fused-gate/up SiLU·mul writing bf16 for the down GEMM. The arithmetic is the fp32 twins'
+// (embedding.cu, activation.cu). The bf16-output RMSNorms live with their fp32 twins in
+// rms_norm.cu.
 #include <algorithm>
 
 #include "kernels/cuda/fast_ops.h"
-#include "kernels/cuda/reduce.cuh"
 
 namespace dpinfer::kernels::gpu {
 namespace {
 
 constexpr int kThreads = 256;
-
-__global__ void RmsNormToBf16Kernel(const float* __restrict__ x, const float* __restrict__ w,
-                                    __nv_bfloat16* __restrict__ out, int64_t d, float eps) {
-  __shared__ float scratch[33];
-  const float* xr = x + blockIdx.x * d;
-  __nv_bfloat16* outr = out + blockIdx.x * d;
-  float ss = 0.0f;
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) ss += xr[j] * xr[j];
-  ss = BlockSum(ss, scratch);
-  const float inv_rms = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
-    outr[j] = __float2bfloat16_rn(w[j] * (xr[j] * inv_rms));
-  }
-}
-
-// As FusedAddRmsNormKernel: each thread re-reads only the residual elements it wrote.
-__global__ void AddRmsNormToBf16Kernel(float* __restrict__ residual, const float* __restrict__ x,
-                                       const float* __restrict__ w, __nv_bfloat16* __restrict__ out,
-                                       int64_t d, float eps, float x_scale) {
-  __shared__ float scratch[33];
-  float* rr = residual + blockIdx.x * d;
-  const float* xr = x + blockIdx.x * d;
-  __nv_bfloat16* outr = out + blockIdx.x * d;
-  float ss = 0.0f;
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
-    const float r = rr[j] + xr[j] * x_scale;
-    rr[j] = r;
-    ss += r * r;
-  }
-  ss = BlockSum(ss, scratch);
-  const float inv_rms = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
-  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
-    outr[j] = __float2bfloat16_rn(w[j] * (rr[j] * inv_rms));
-  }
-}
 
 __global__ void SiluMulFusedKernel(const __nv_bfloat16* __restrict__ gate_up,
                                    __nv_bfloat16* __restrict__ out, int64_t m, int64_t n) {
@@ -78,26 +42,6 @@ cudaError_t EmbeddingBf16(cudaStream_t stream, const int32_t* ids, const __nv_bf
   }
   if (num_tokens == 0) return cudaSuccess;
   EmbeddingBf16Kernel<<<num_tokens, kThreads, 0, stream>>>(ids, table, out, hidden, scale);
-  return cudaGetLastError();
-}
-
-cudaError_t RmsNormToBf16(cudaStream_t stream, const float* x, const float* w, __nv_bfloat16* out,
-                          int64_t m, int64_t d, float eps) {
-  if (x == nullptr || w == nullptr || out == nullptr || d <= 0 || m < 0) {
-    return cudaErrorInvalidValue;
-  }
-  if (m == 0) return cudaSuccess;
-  RmsNormToBf16Kernel<<<m, kThreads, 0, stream>>>(x, w, out, d, eps);
-  return cudaGetLastError();
-}
-
-cudaError_t AddRmsNormToBf16(cudaStream_t stream, float* residual, const float* x, const float* w,
-                             __nv_bfloat16* out, int64_t m, int64_t d, float eps, float x_scale) {
-  if (residual == nullptr || x == nullptr || w == nullptr || out == nullptr || d <= 0 || m < 0) {
-    return cudaErrorInvalidValue;
-  }
-  if (m == 0) return cudaSuccess;
-  AddRmsNormToBf16Kernel<<<m, kThreads, 0, stream>>>(residual, x, w, out, d, eps, x_scale);
   return cudaGetLastError();
 }
 

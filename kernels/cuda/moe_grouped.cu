@@ -41,6 +41,7 @@
 #include <cub/cub.cuh>
 
 #include "kernels/cuda/fast_ops.h"
+#include "kernels/cuda/ptx.cuh"
 
 namespace dpinfer::kernels::gpu {
 namespace {
@@ -282,52 +283,9 @@ static_assert(kBK % 16 == 0 && kGemmThreads % kChunksPerRow == 0 && kBM % kRowsP
               "load mapping");
 static_assert(kStages >= 2, "pipeline depth");
 
-// 16-byte global -> shared copy; when !valid nothing is read and the 16 bytes are zero-filled.
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
-               "r"(src_bytes)
-               : "memory");
-}
-__device__ __forceinline__ void CpAsyncCommit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-// Four 8 x 8 b16 matrices from shared memory; lane l gives the address of row l % 8 of matrix
-// l / 8 and receives, per matrix, the pair at row l / 4, columns 2 (l % 4) + {0, 1}.
-__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-
-// d += a (16 x 16, row) * b (16 x 8, col), bf16 in, fp32 accumulate.
-__device__ __forceinline__ void MmaBf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 __device__ __forceinline__ int ClampRow(int32_t v, int lo, int64_t hi) {
   const int64_t c = v < lo ? lo : v;
   return static_cast<int>(c < hi ? c : hi);
-}
-
-// Two floats rounded to bf16 (round to nearest even), the first in the low half.
-__device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &h, sizeof(u));
-  return u;
 }
 
 __global__ void __launch_bounds__(kGemmThreads)

@@ -28,6 +28,30 @@ absl::Status Reserve(kernels::DeviceBuffer<T>* buf, int64_t n) {
   return absl::OkStatus();
 }
 
+// The kernels do not check ids and rows: the batch is checked here, where an error can still be
+// returned.
+absl::Status ValidateBatch(const ForwardBatch& batch, int64_t vocab_size) {
+  const int64_t t = batch.num_tokens();
+  if (t <= 0 || static_cast<int64_t>(batch.positions.size()) != t ||
+      static_cast<int64_t>(batch.token_seq.size()) != t ||
+      static_cast<int64_t>(batch.slot_mapping.size()) != t) {
+    return absl::InvalidArgumentError(
+        "ForwardBatch: token_ids, positions, token_seq and slot_mapping must be non-empty and of "
+        "one length");
+  }
+  for (int32_t id : batch.token_ids) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside the vocabulary"));
+    }
+  }
+  for (int32_t row : batch.logit_rows) {
+    if (row < 0 || row >= t) {
+      return absl::InvalidArgumentError(absl::StrCat("logit row ", row, " outside the batch"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Copies a host vector into `buf` (growing it), after the work queued on `stream`; waits.
 template <typename T>
 absl::Status UploadVector(const std::vector<T>& host, kernels::DeviceBuffer<T>* buf,
@@ -471,24 +495,7 @@ absl::Status CudaLlamaModel::Forward(const ForwardBatch& batch, DeviceKvCache* c
   const int64_t q_dim = c.num_heads * c.head_dim;
   const int64_t kv_dim = c.num_kv_heads * c.head_dim;
   const int64_t n = static_cast<int64_t>(batch.logit_rows.size());
-  if (t <= 0 || static_cast<int64_t>(batch.positions.size()) != t ||
-      static_cast<int64_t>(batch.token_seq.size()) != t ||
-      static_cast<int64_t>(batch.slot_mapping.size()) != t) {
-    return absl::InvalidArgumentError(
-        "ForwardBatch: token_ids, positions, token_seq and "
-        "slot_mapping must be non-empty and of one length");
-  }
-  // The kernels do not check ids and rows: do it here, where an error can still be returned.
-  for (int32_t id : batch.token_ids) {
-    if (id < 0 || id >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside the vocabulary"));
-    }
-  }
-  for (int32_t row : batch.logit_rows) {
-    if (row < 0 || row >= t) {
-      return absl::InvalidArgumentError(absl::StrCat("logit row ", row, " outside the batch"));
-    }
-  }
+  RETURN_IF_ERROR(ValidateBatch(batch, c.vocab_size));
 
   // Every buffer grown before any work is queued.
   const int64_t rows = std::max(t, n);
@@ -1092,23 +1099,7 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
   const ModelConfig& c = config_;
   const int64_t t = batch.num_tokens();
   const int64_t n = static_cast<int64_t>(batch.logit_rows.size());
-  if (t <= 0 || static_cast<int64_t>(batch.positions.size()) != t ||
-      static_cast<int64_t>(batch.token_seq.size()) != t ||
-      static_cast<int64_t>(batch.slot_mapping.size()) != t) {
-    return absl::InvalidArgumentError(
-        "ForwardBatch: token_ids, positions, token_seq and slot_mapping must be non-empty and of "
-        "one length");
-  }
-  for (int32_t id : batch.token_ids) {
-    if (id < 0 || id >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside the vocabulary"));
-    }
-  }
-  for (int32_t row : batch.logit_rows) {
-    if (row < 0 || row >= t) {
-      return absl::InvalidArgumentError(absl::StrCat("logit row ", row, " outside the batch"));
-    }
-  }
+  RETURN_IF_ERROR(ValidateBatch(batch, c.vocab_size));
   if (rows != nullptr && static_cast<int64_t>(rows->size()) != n) {
     return absl::InvalidArgumentError("one sampling row per logit row is needed");
   }
