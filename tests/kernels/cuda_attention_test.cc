@@ -29,6 +29,7 @@
 #include "common/status.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/fast_ops.h"
+#include "tests/kernels/cuda_testutil.h"
 #endif
 
 namespace dpinfer::kernels {
@@ -42,20 +43,14 @@ TEST(CudaAttentionTest, SkippedWithoutCuda) {
 
 #else
 
+using cudatest::Down;
+using cudatest::kBf16NaN;
+using cudatest::Random;
+using cudatest::RelErr;
+using cudatest::Up;
+
 constexpr double kAttentionTol = 2e-2;
 constexpr double kRopeTol = 5e-3;  // same fp32 math; only a cos/sin ulp can flip a bf16 rounding
-constexpr uint16_t kBf16NaN = 0x7fc0;
-
-std::vector<float> Random(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) {
-    do {
-      x = dist(rng);
-    } while (x == 0.0f);  // never zeros: a zero input hides a kernel that ignores it
-  }
-  return v;
-}
 
 // Rounds `v` to bf16 in place and returns the bits the device gets.
 std::vector<uint16_t> RoundToBf16(std::vector<float>& v) {
@@ -73,32 +68,6 @@ std::vector<float> FromBf16(const std::vector<uint16_t>& bits) {
   return v;
 }
 
-// ‖out − ref‖ / ‖ref‖; infinite when out holds a NaN (an element never written, or a bad one).
-double RelErr(const std::vector<float>& out, const std::vector<float>& ref) {
-  EXPECT_EQ(out.size(), ref.size());
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < out.size() && i < ref.size(); ++i) {
-    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
-    diff += (double{out[i]} - ref[i]) * (double{out[i]} - ref[i]);
-    norm += double{ref[i]} * ref[i];
-  }
-  return norm == 0.0 ? std::sqrt(diff) : std::sqrt(diff / norm);
-}
-
-template <typename T>
-DeviceBuffer<T> Up(const std::vector<T>& host) {
-  auto buf = DeviceBuffer<T>::FromHost(host);
-  CHECK_OK(buf.status());
-  return std::move(*buf);
-}
-
-template <typename T>
-std::vector<T> Down(const DeviceBuffer<T>& buf) {
-  auto host = buf.Download();
-  CHECK_OK(host.status());
-  return *std::move(host);
-}
-
 __nv_bfloat16* Bf16Ptr(DeviceBuffer<uint16_t>& buf) {
   return reinterpret_cast<__nv_bfloat16*>(buf.data());
 }
@@ -106,13 +75,8 @@ __nv_bfloat16* Bf16Ptr(DeviceBuffer<uint16_t>& buf) {
 class CudaAttentionTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess) {
-      GTEST_SKIP() << "no usable CUDA device: cudaGetDeviceCount: " << cudaGetErrorName(err) << " ("
-                   << cudaGetErrorString(err) << ")";
-    }
-    if (count == 0) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount = 0)";
+    const std::string skip = cudatest::CudaSkipReason();
+    if (!skip.empty()) GTEST_SKIP() << skip;
     ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
     cpu_ = NewCpuBackend();
   }

@@ -32,6 +32,7 @@
 #include "common/status.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/fast_ops.h"
+#include "tests/kernels/cuda_testutil.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/model_config.h"
 #endif
@@ -47,25 +48,13 @@ TEST(CudaMoeTest, SkippedWithoutCuda) {
 
 #else
 
+using cudatest::Down;
+using cudatest::kBf16NaN;
+using cudatest::kNaN;
+using cudatest::Up;
+
 using engine::ModelConfig;
 using engine::ModelFamily;
-
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-constexpr uint16_t kBf16NaN = 0x7fc0;
-
-template <typename T>
-DeviceBuffer<T> Up(const std::vector<T>& host) {
-  auto buf = DeviceBuffer<T>::FromHost(host);
-  CHECK_OK(buf.status());
-  return std::move(*buf);
-}
-
-template <typename T>
-std::vector<T> Down(const DeviceBuffer<T>& buf) {
-  auto host = buf.Download();
-  CHECK_OK(host.status());
-  return *std::move(host);
-}
 
 const __nv_bfloat16* AsBf16(const DeviceBuffer<uint16_t>& b) {
   return reinterpret_cast<const __nv_bfloat16*>(b.data());
@@ -84,13 +73,8 @@ int64_t FirstMismatch(const std::vector<T>& a, const std::vector<T>& b) {
 class CudaMoeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess) {
-      GTEST_SKIP() << "no usable CUDA device: cudaGetDeviceCount: " << cudaGetErrorName(err) << " ("
-                   << cudaGetErrorString(err) << ")";
-    }
-    if (count == 0) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount = 0)";
+    const std::string skip = cudatest::CudaSkipReason();
+    if (!skip.empty()) GTEST_SKIP() << skip;
     ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
     cpu_ = NewCpuBackend(1);
   }

@@ -24,6 +24,7 @@
 #include "common/status.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/fast_ops.h"
+#include "tests/kernels/cuda_testutil.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/sampler.h"
 #endif
@@ -39,47 +40,15 @@ TEST(CudaParityTest, SkippedWithoutCuda) {
 
 #else
 
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+using cudatest::Down;
+using cudatest::kNaN;
+using cudatest::Random;
+using cudatest::RelErr;
+using cudatest::Up;
+
 constexpr double kFp32Tol = 1e-5;
 
-std::vector<float> Random(size_t n, std::mt19937& rng, float scale = 1.0f) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) {
-    do {
-      x = dist(rng);
-    } while (x == 0.0f);  // never zeros: a zero input hides a kernel that ignores it
-  }
-  return v;
-}
-
-// ‖out − ref‖ / ‖ref‖; infinite when out holds a NaN (an element never written, or a bad one).
-double RelErr(const std::vector<float>& out, const std::vector<float>& ref) {
-  EXPECT_EQ(out.size(), ref.size());
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < out.size() && i < ref.size(); ++i) {
-    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
-    diff += (double{out[i]} - ref[i]) * (double{out[i]} - ref[i]);
-    norm += double{ref[i]} * ref[i];
-  }
-  return norm == 0.0 ? std::sqrt(diff) : std::sqrt(diff / norm);
-}
-
-template <typename T>
-DeviceBuffer<T> Up(const std::vector<T>& host) {
-  auto buf = DeviceBuffer<T>::FromHost(host);
-  CHECK_OK(buf.status());
-  return std::move(*buf);
-}
-
 DeviceBuffer<float> Poisoned(size_t n) { return Up(std::vector<float>(n, kNaN)); }
-
-template <typename T>
-std::vector<T> Down(const DeviceBuffer<T>& buf) {
-  auto host = buf.Download();
-  CHECK_OK(host.status());
-  return *std::move(host);
-}
 
 // Round to nearest even into bf16, kept as its 16 bits and as the fp32 value it stands for.
 uint16_t Bf16Bits(float x) {
@@ -98,13 +67,8 @@ float Bf16Value(uint16_t bits) {
 class CudaParityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    int count = 0;
-    const cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess) {
-      GTEST_SKIP() << "no usable CUDA device: cudaGetDeviceCount: " << cudaGetErrorName(err) << " ("
-                   << cudaGetErrorString(err) << ")";
-    }
-    if (count == 0) GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount = 0)";
+    const std::string skip = cudatest::CudaSkipReason();
+    if (!skip.empty()) GTEST_SKIP() << skip;
     ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
     gpu_ = NewCudaBackend(stream_);
     ASSERT_TRUE(gpu_->status().ok()) << gpu_->status();
