@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
@@ -76,6 +77,8 @@ int main(int argc, char** argv) {
                  "KV cache); workers sharing a GPU each take their own share")
       ->check(CLI::Range(0.01, 1.0));
   app.add_flag("--enforce-eager", eo.enforce_eager, "cuda: no CUDA graphs for decode steps");
+  app.add_option("--cuda-device", eo.cuda_device,
+                 "cuda: the visible GPU to use (-1: the node-local DP rank modulo the GPU count)");
   app.add_option("--log-level", log_level, "debug, info, warn or error");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -88,6 +91,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  eo.local_rank = std::max(0, dp_rank_local);
   auto engine = dpinfer::engine::Engine::Create(eo);
   if (!engine.ok()) {
     std::cerr << "dpinfer-worker: cannot load model: " << engine.status().message() << "\n";
@@ -95,6 +99,7 @@ int main(int argc, char** argv) {
   }
   const std::string model_name = (*engine)->served_model_name();
   const int32_t max_model_len = (*engine)->max_model_len();
+  const int gpu = (*engine)->stats().cuda_device;
   dpinfer::worker::WorkerServiceImpl service(std::move(*engine));
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -134,8 +139,8 @@ int main(int argc, char** argv) {
   reg.set_model(model_name);
   reg.set_max_model_len(max_model_len);
   reg.set_max_num_seqs(eo.max_num_seqs);
-  LOG_INFO("worker serving '{}' on port {} (pid {}), coordinator {}", model_name, port, getpid(),
-           coordinator);
+  LOG_INFO("worker serving '{}' on port {} (pid {}), coordinator {}, engine on {}", model_name,
+           port, getpid(), coordinator, gpu >= 0 ? absl::StrCat("GPU ", gpu) : std::string("CPU"));
   // A permanent refusal ends the process (non-zero), so a supervisor such as systemd restarts
   // it fresh or shows the error.
   static std::atomic<int> exit_code{0};

@@ -137,6 +137,16 @@ class CudaModel final : public Model {
                                                            int32_t max_model_len, int64_t kv_tokens,
                                                            int64_t* num_blocks) {
     std::unique_ptr<CudaModel> m(new CudaModel());
+    // Every CUDA call below, and every later step (CudaModel::Step sets it again: the device is
+    // per host thread), is on this engine's GPU.
+    int devices = 0;
+    CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&devices));
+    m->device_ = o.cuda_device >= 0 ? o.cuda_device : std::max(0, o.local_rank) % devices;
+    if (m->device_ >= devices) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--cuda-device %d: only %d GPU(s) are visible", m->device_, devices));
+    }
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(m->device_));
     const char* profile = std::getenv("DPINFER_PROFILE");
     const bool timed = profile != nullptr && std::string(profile) == "1";
     auto t0 = std::chrono::steady_clock::now();
@@ -202,6 +212,7 @@ class CudaModel final : public Model {
     return m;
   }
   ~CudaModel() override {
+    cudaSetDevice(device_);
     cache_.reset();
     model_.reset();
     backend_.reset();
@@ -209,6 +220,7 @@ class CudaModel final : public Model {
   }
   absl::Status Step(const ForwardBatch& batch, const std::vector<SampleSpec>& specs,
                     std::vector<int32_t>* tokens) override {
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     rows_.resize(specs.size());
     for (size_t i = 0; i < specs.size(); ++i) {
       const SamplingParams& p = *specs[i].params;
@@ -218,9 +230,11 @@ class CudaModel final : public Model {
   }
   int64_t weight_bytes() const override { return model_->weight_bytes(); }
   int64_t kv_bytes_per_token() const { return kv_bytes_per_token_; }
+  int device() const { return device_; }
 
  private:
   CudaModel() = default;
+  int device_ = 0;
   cudaStream_t stream_ = nullptr;
   // Destroyed in reverse order (see the destructor): the cache, the model, the backend, the stream.
   std::unique_ptr<kernels::CudaBackend> backend_;
@@ -346,6 +360,7 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
     ASSIGN_OR_RETURN(std::unique_ptr<CudaModel> cuda,
                      CudaModel::Create(o, config_, max_model_len_, o.kv_cache_tokens, &num_blocks));
     stats_.kv_bytes_per_token = cuda->kv_bytes_per_token();
+    stats_.cuda_device = cuda->device();
     model_ = std::move(cuda);
     // Zero layers: block accounting only; the keys and values live in the CudaModel's cache.
     cache_ = std::make_unique<KvCache>(0, num_blocks, o.kv_block_size, config_.num_kv_heads,

@@ -74,6 +74,10 @@ struct EngineOptions {
   double gpu_memory_utilization = 0.9;
   // cuda: run every step eagerly (no CUDA graphs for decode batches).
   bool enforce_eager = false;
+  // cuda: which visible GPU (CUDA_VISIBLE_DEVICES order) this engine uses; -1 picks
+  // local_rank % the number of visible GPUs, so the DP workers of one node spread over its GPUs.
+  int32_t cuda_device = -1;
+  int32_t local_rank = 0;  // the worker's DP rank on this node (for cuda_device -1)
 };
 
 struct EngineStats {
@@ -92,6 +96,7 @@ struct EngineStats {
   int64_t last_step_context_tokens = 0;
   int64_t kv_bytes_per_token = 0;  // all layers, K and V, in the cache's dtype
   int64_t weight_bytes = 0;        // device (or host) memory held by the weights
+  int32_t cuda_device = -1;        // the GPU the engine runs on (-1: the CPU)
 };
 
 class Engine {

@@ -280,6 +280,24 @@ TEST(CudaEngineTest, GpuMemoryUtilizationSharesTheGpu) {
   EXPECT_THAT(third.status().message(), HasSubstr("leaving too little"));
 }
 
+// The GPU an engine runs on: -1 spreads the node's DP ranks over the visible GPUs (rank 0 -> GPU
+// 0), an index past them is refused by name.
+TEST(CudaEngineTest, CudaDeviceChoice) {
+  SKIP_WITHOUT_SHARED();
+  EngineOptions o = CudaOptions();
+  o.gpu_memory_utilization = 0.2;
+  std::string skip;
+  auto engine = MakeCudaEngine(o, &skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  ASSERT_NE(engine, nullptr);
+  EXPECT_EQ(engine->stats().cuda_device, 0);
+  engine.reset();
+  o.cuda_device = 4096;
+  absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Create(o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_THAT(e.status().message(), HasSubstr("--cuda-device 4096: only"));
+}
+
 // Runs everywhere: without a device, cuda is refused with a reason and auto means cpu; with one,
 // auto means cuda.
 TEST(CudaEngineTest, DeviceChoiceWithAndWithoutAGpu) {
