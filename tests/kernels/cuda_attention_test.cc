@@ -72,25 +72,7 @@ __nv_bfloat16* Bf16Ptr(DeviceBuffer<uint16_t>& buf) {
   return reinterpret_cast<__nv_bfloat16*>(buf.data());
 }
 
-class CudaAttentionTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    const std::string skip = cudatest::CudaSkipReason();
-    if (!skip.empty()) GTEST_SKIP() << skip;
-    ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
-    cpu_ = NewCpuBackend();
-  }
-  void TearDown() override {
-    if (stream_ != nullptr) {
-      EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
-      cudaStreamDestroy(stream_);
-    }
-  }
-  void Sync() { ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess); }
-
-  cudaStream_t stream_ = nullptr;
-  std::unique_ptr<Backend> cpu_;
-};
+class CudaAttentionTest : public cudatest::StreamTest {};
 
 // HF's inverse frequencies (theta^(-2i/d)), computed as the CPU Rope does without a table.
 std::vector<float> InvFreq(int64_t head_dim, float theta) {

@@ -70,24 +70,9 @@ int64_t FirstMismatch(const std::vector<T>& a, const std::vector<T>& b) {
   return -1;
 }
 
-class CudaMoeTest : public ::testing::Test {
+class CudaMoeTest : public cudatest::StreamTest {
  protected:
-  void SetUp() override {
-    const std::string skip = cudatest::CudaSkipReason();
-    if (!skip.empty()) GTEST_SKIP() << skip;
-    ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
-    cpu_ = NewCpuBackend(1);
-  }
-  void TearDown() override {
-    if (stream_ != nullptr) {
-      EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
-      cudaStreamDestroy(stream_);
-    }
-  }
-  void Sync() { ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess); }
-
-  cudaStream_t stream_ = nullptr;
-  std::unique_ptr<Backend> cpu_;
+  CudaMoeTest() : StreamTest(/*cpu_threads=*/1) {}
 };
 
 // ---------------------------------------------------------------------------------------------

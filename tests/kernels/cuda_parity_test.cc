@@ -64,15 +64,14 @@ float Bf16Value(uint16_t bits) {
   return x;
 }
 
-class CudaParityTest : public ::testing::Test {
+// StreamTest plus the CUDA backend on its stream, whose recorded errors fail the test.
+class CudaParityTest : public cudatest::StreamTest {
  protected:
   void SetUp() override {
-    const std::string skip = cudatest::CudaSkipReason();
-    if (!skip.empty()) GTEST_SKIP() << skip;
-    ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
+    StreamTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     gpu_ = NewCudaBackend(stream_);
     ASSERT_TRUE(gpu_->status().ok()) << gpu_->status();
-    cpu_ = NewCpuBackend();
   }
   void TearDown() override {
     if (gpu_ != nullptr) {
@@ -80,17 +79,15 @@ class CudaParityTest : public ::testing::Test {
       EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
       gpu_.reset();
     }
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    StreamTest::TearDown();
   }
   // Waits for the queued ops and fails on any error they recorded.
   void Sync() {
-    ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+    StreamTest::Sync();
     ASSERT_TRUE(gpu_->status().ok()) << gpu_->status();
   }
 
-  cudaStream_t stream_ = nullptr;
   std::unique_ptr<CudaBackend> gpu_;
-  std::unique_ptr<Backend> cpu_;
 };
 
 TEST_F(CudaParityTest, Linear) {

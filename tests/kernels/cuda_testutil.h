@@ -1,7 +1,7 @@
 // What the CUDA kernel tests share (cuda_parity_test, cuda_attention_test, cuda_moe_test): fresh
 // random inputs without zeros, the relative L2 error that turns a NaN into a failure, host <->
-// device copies that CHECK, and the reason to skip when no device can be used. Only included where
-// the build has CUDA (DPINFER_HAVE_CUDA).
+// device copies that CHECK, and a fixture that skips when no device can be used. Only included
+// where the build has CUDA (DPINFER_HAVE_CUDA).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "gtest/gtest.h"
+#include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
 
 namespace dpinfer::kernels::cudatest {
@@ -72,5 +74,31 @@ inline std::string CudaSkipReason() {
   if (count == 0) return "no CUDA device (cudaGetDeviceCount = 0)";
   return "";
 }
+
+// A fixture with a stream of its own and a CPU backend for the twins; skips, with the reason,
+// where no device can be used.
+class StreamTest : public ::testing::Test {
+ protected:
+  explicit StreamTest(int cpu_threads = 0) : cpu_threads_(cpu_threads) {}
+  void SetUp() override {
+    const std::string skip = CudaSkipReason();
+    if (!skip.empty()) GTEST_SKIP() << skip;
+    ASSERT_EQ(cudaStreamCreate(&stream_), cudaSuccess);
+    cpu_ = NewCpuBackend(cpu_threads_);
+  }
+  void TearDown() override {
+    if (stream_ != nullptr) {
+      EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+      cudaStreamDestroy(stream_);
+    }
+  }
+  void Sync() { ASSERT_EQ(cudaStreamSynchronize(stream_), cudaSuccess); }
+
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<Backend> cpu_;
+
+ private:
+  int cpu_threads_;
+};
 
 }  // namespace dpinfer::kernels::cudatest

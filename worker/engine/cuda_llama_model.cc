@@ -52,6 +52,22 @@ absl::Status ValidateBatch(const ForwardBatch& batch, int64_t vocab_size) {
   return absl::OkStatus();
 }
 
+// Draws a.tokens for `rows`: one pass without sorting (SampleFast) when every row is greedy or
+// plain temperature sampling, else the sorted sampler (which handles every kind of row).
+absl::Status SampleOnDevice(cudaStream_t stream, const kernels::SampleArgs& a,
+                            const std::vector<SampleRow>& rows) {
+  bool all_fast = true;
+  for (const SampleRow& r : rows) {
+    all_fast = all_fast && (r.temperature == 0.0f || r.top_k == 1 ||
+                            UsesGumbelSampling(r.temperature, r.top_k, r.top_p, a.vocab));
+  }
+  if (!all_fast) return kernels::SampleRows(stream, a);
+  const kernels::gpu::SampleFastArgs f{a.logits, a.temperature, a.top_k,    a.top_p, a.seed,
+                                       a.step,   a.tokens,      a.num_rows, a.vocab};
+  CUDA_RETURN_IF_ERROR(kernels::gpu::SampleFast(stream, f));
+  return absl::OkStatus();
+}
+
 // Copies a host vector into `buf` (growing it), after the work queued on `stream`; waits.
 template <typename T>
 absl::Status UploadVector(const std::vector<T>& host, kernels::DeviceBuffer<T>* buf,
@@ -201,7 +217,7 @@ CudaLlamaModel::CudaLlamaModel(const ModelConfig& config, WeightDType dtype,
 }
 
 CudaLlamaModel::~CudaLlamaModel() {
-  for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   if (step_host_ != nullptr) cudaFreeHost(step_host_);
   if (tokens_host_ != nullptr) cudaFreeHost(tokens_host_);
 }
@@ -668,7 +684,7 @@ absl::Status CudaLlamaModel::ReserveFast(int64_t tokens, int64_t seqs, int64_t t
     return absl::OkStatus();
   }
   // Captured graphs point into the buffers about to be replaced.
-  for (auto& [key, g] : graphs_) cudaGraphExecDestroy(g.exec);
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   graphs_.clear();
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
 
@@ -770,7 +786,6 @@ absl::Status CudaLlamaModel::Prepare(int64_t max_tokens, int64_t max_seqs,
     RETURN_IF_ERROR(Reserve(&gate_, t * c.intermediate_size));
     RETURN_IF_ERROR(Reserve(&up_, t * c.intermediate_size));
     RETURN_IF_ERROR(Reserve(&logits_, max_seqs * c.vocab_size));
-    prepared_ = true;
     return absl::OkStatus();
   }
   if (cuda_graphs && stream_ == nullptr) {
@@ -782,13 +797,13 @@ absl::Status CudaLlamaModel::Prepare(int64_t max_tokens, int64_t max_seqs,
   const int64_t tiles =
       seqs + (tokens + kernels::gpu::kAttentionTileRows - 1) / kernels::gpu::kAttentionTileRows;
   RETURN_IF_ERROR(ReserveFast(tokens, seqs, tiles, max_blocks_per_seq, seqs));
-  prepared_ = true;
   use_graphs_ = cuda_graphs;
   graph_max_seqs_ = max_seqs;
   return absl::OkStatus();
 }
 
-absl::StatusOr<CudaLlamaModel::StepDims> CudaLlamaModel::FastDims(const ForwardBatch& b) const {
+absl::StatusOr<CudaLlamaModel::StepDims> CudaLlamaModel::FastDims(const ForwardBatch& b,
+                                                                  int64_t* max_context) const {
   StepDims d;
   d.tokens = b.num_tokens();
   d.logits = static_cast<int64_t>(b.logit_rows.size());
@@ -796,10 +811,14 @@ absl::StatusOr<CudaLlamaModel::StepDims> CudaLlamaModel::FastDims(const ForwardB
   d.seqs = b.max_blocks_per_seq > 0
                ? static_cast<int64_t>(b.block_tables.size()) / b.max_blocks_per_seq
                : 0;
-  // Each sequence's tokens must be one run, sequences in row order, positions consecutive.
-  int64_t prev_seq = -1;
+  // Each sequence's tokens must be one run, sequences in row order, positions consecutive; each
+  // run takes ceil(length / kAttentionTileRows) attention tiles.
+  constexpr int64_t kTile = kernels::gpu::kAttentionTileRows;
+  int64_t prev_seq = -1, run = 0;
+  *max_context = 0;
   for (int64_t i = 0; i < d.tokens; ++i) {
     const int64_t s = b.token_seq[i];
+    *max_context = std::max<int64_t>(*max_context, b.positions[i] + 1);
     if (s < 0 || s >= d.seqs) {
       return absl::InvalidArgumentError(absl::StrCat("token_seq ", s, " outside the block tables"));
     }
@@ -807,14 +826,18 @@ absl::StatusOr<CudaLlamaModel::StepDims> CudaLlamaModel::FastDims(const ForwardB
       if (b.positions[i] != b.positions[i - 1] + 1) {
         return absl::InvalidArgumentError("bf16 model: a sequence's positions must be consecutive");
       }
+      ++run;
       continue;
     }
     if (s < prev_seq) {
       return absl::InvalidArgumentError(
           "bf16 model: each sequence's tokens must be one run, in block-table row order");
     }
+    d.tiles += (run + kTile - 1) / kTile;
     prev_seq = s;
+    run = 1;
   }
+  d.tiles = std::max<int64_t>(1, d.tiles + (run + kTile - 1) / kTile);
   return d;
 }
 
@@ -874,12 +897,8 @@ absl::Status CudaLlamaModel::UploadStep(const ForwardBatch& b, const std::vector
     }
   }
   q_start[d.seqs] = static_cast<int32_t>(i);
-  if (tiles > d.tiles)
-    return absl::InternalError("CudaLlamaModel: more attention tiles than sized");
-  for (; tiles < d.tiles; ++tiles) {  // unused tiles: a sequence with no keys writes zeros
-    h[l.tile_seq + tiles] = static_cast<int32_t>(d.seqs - 1);
-    h[l.tile_row + tiles] = q_start[d.seqs - 1];
-  }
+  // FastDims (eager) and the graph buckets (one tile per sequence) size the list exactly.
+  if (tiles != d.tiles) return absl::InternalError("CudaLlamaModel: attention tiles miscounted");
   const int64_t src_w = b.max_blocks_per_seq;
   for (int64_t s = 0; s < d.seqs; ++s) {
     int32_t* row = h + l.block_tables + s * d.width;
@@ -1104,12 +1123,12 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
     return absl::InvalidArgumentError("one sampling row per logit row is needed");
   }
   const auto host_start = std::chrono::steady_clock::now();
-  ASSIGN_OR_RETURN(StepDims dims, FastDims(batch));
   int64_t max_context = 0;
-  for (int32_t p : batch.positions) max_context = std::max<int64_t>(max_context, p + 1);
+  ASSIGN_OR_RETURN(StepDims dims, FastDims(batch, &max_context));
 
   // A decode batch (one token per sequence, every sequence sampled in order) replays a graph.
-  bool graph = use_graphs_ && tokens != nullptr && t == dims.seqs && n == t &&
+  // (t == seqs == tiles: every sequence has exactly one token.)
+  bool graph = use_graphs_ && tokens != nullptr && t == dims.seqs && dims.tiles == t && n == t &&
                dims.seqs <= graph_max_seqs_ && dims.width <= cap_.width &&
                (graph_cache_ == nullptr || graph_cache_ == cache);
   for (int64_t i = 0; graph && i < n; ++i) graph = batch.logit_rows[i] == i;
@@ -1134,24 +1153,15 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
       const cudaError_t ended = cudaStreamEndCapture(stream_, &g);
       RETURN_IF_ERROR(enqueued);
       CUDA_RETURN_IF_ERROR(ended);
-      Graph entry;
-      entry.dims = d;
-      const cudaError_t inst = cudaGraphInstantiate(&entry.exec, g, 0);
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t inst = cudaGraphInstantiate(&exec, g, 0);
       cudaGraphDestroy(g);
       CUDA_RETURN_IF_ERROR(inst);
-      it = graphs_.emplace(std::make_pair(bucket, width), entry).first;
+      it = graphs_.emplace(std::make_pair(bucket, width), exec).first;
     }
     if (profiler_) profiler_->Mark(stream_, "graph_replay");
-    CUDA_RETURN_IF_ERROR(cudaGraphLaunch(it->second.exec, stream_));
+    CUDA_RETURN_IF_ERROR(cudaGraphLaunch(it->second, stream_));
   } else {
-    d.tiles = 0;
-    for (int64_t s = 0, i = 0; s < d.seqs; ++s) {
-      const int64_t begin = i;
-      while (i < t && batch.token_seq[i] == s) ++i;
-      d.tiles +=
-          (i - begin + kernels::gpu::kAttentionTileRows - 1) / kernels::gpu::kAttentionTileRows;
-    }
-    d.tiles = std::max<int64_t>(d.tiles, 1);
     RETURN_IF_ERROR(ReserveFast(t, d.seqs, d.tiles, d.width, n));
     ChooseSplits(max_context, &d);
     if (profiler_) profiler_->Mark(stream_, "upload");
@@ -1163,34 +1173,18 @@ absl::Status CudaLlamaModel::ForwardFast(const ForwardBatch& batch,
     // Sampling reads its parameters from the step buffer, under the layout the step used.
     const StepLayout l = Layout(d);
     const int32_t* in = step_dev_.data();
-    bool all_fast = true;
-    for (const SampleRow& r : *rows) {
-      all_fast = all_fast && (r.temperature == 0.0f || r.top_k == 1 ||
-                              UsesGumbelSampling(r.temperature, r.top_k, r.top_p, c.vocab_size));
-    }
-    const float* temperature = reinterpret_cast<const float*>(in + l.temperature);
-    const float* top_p = reinterpret_cast<const float*>(in + l.top_p);
-    const uint64_t* seed = reinterpret_cast<const uint64_t*>(in + l.seed);
-    const uint64_t* step = reinterpret_cast<const uint64_t*>(in + l.step);
+    kernels::SampleArgs a;
+    a.logits = logits_.data();
+    a.temperature = reinterpret_cast<const float*>(in + l.temperature);
+    a.top_k = in + l.top_k;
+    a.top_p = reinterpret_cast<const float*>(in + l.top_p);
+    a.seed = reinterpret_cast<const uint64_t*>(in + l.seed);
+    a.step = reinterpret_cast<const uint64_t*>(in + l.step);
+    a.tokens = sampled_.data();
+    a.num_rows = n;
+    a.vocab = c.vocab_size;
     if (profiler_) profiler_->Mark(stream_, "sample");
-    if (all_fast) {
-      const kernels::gpu::SampleFastArgs a{logits_.data(),  temperature, in + l.top_k,
-                                           top_p,           seed,        step,
-                                           sampled_.data(), n,           c.vocab_size};
-      CUDA_RETURN_IF_ERROR(kernels::gpu::SampleFast(stream_, a));
-    } else {
-      kernels::SampleArgs a;
-      a.logits = logits_.data();
-      a.temperature = temperature;
-      a.top_k = in + l.top_k;
-      a.top_p = top_p;
-      a.seed = seed;
-      a.step = step;
-      a.tokens = sampled_.data();
-      a.num_rows = n;
-      a.vocab = c.vocab_size;
-      RETURN_IF_ERROR(kernels::SampleRows(stream_, a));
-    }
+    RETURN_IF_ERROR(SampleOnDevice(stream_, a, *rows));
     if (profiler_) profiler_->Mark(stream_, "download");
     CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(tokens_host_, sampled_.data(), sizeof(int32_t) * n,
                                          cudaMemcpyDeviceToHost, stream_));
@@ -1260,7 +1254,7 @@ absl::Status CudaLlamaModel::ForwardSample(const ForwardBatch& batch,
   a.tokens = d_tokens.data();
   a.num_rows = n;
   a.vocab = config_.vocab_size;
-  RETURN_IF_ERROR(kernels::SampleRows(stream_, a));
+  RETURN_IF_ERROR(SampleOnDevice(stream_, a, rows));
   return d_tokens.Download(tokens->data(), n, stream_);
 }
 

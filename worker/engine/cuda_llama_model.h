@@ -143,11 +143,6 @@ class CudaLlamaModel {
     int64_t tokens = 0, logits = 0, seqs = 0, tiles = 0, width = 0;  // width: block-table columns
     int64_t num_splits = 1, kv_chunk = 0;
   };
-  struct Graph {
-    cudaGraphExec_t exec = nullptr;
-    StepDims dims;
-  };
-
   CudaLlamaModel(const ModelConfig& config, WeightDType dtype, kernels::CudaBackend* backend);
 
   // Allocates `w` for `numel` elements, bf16 when the model is and `fp32` is false.
@@ -181,8 +176,9 @@ class CudaLlamaModel {
   // Enqueues the forward pass for a step uploaded under `dims`; logits land in logits_.
   absl::Status EnqueueFast(const StepDims& dims, DeviceKvCache* cache);
   absl::Status MoeFast(const Layer& layer, int64_t t);
-  // The dims of `batch` run eagerly; false when its sequences are not contiguous runs.
-  absl::StatusOr<StepDims> FastDims(const ForwardBatch& batch) const;
+  // The dims of `batch` run eagerly (its attention tiles counted), and in *max_context its longest
+  // context; an error when its sequences are not contiguous runs of consecutive positions.
+  absl::StatusOr<StepDims> FastDims(const ForwardBatch& batch, int64_t* max_context) const;
   // num_splits / kv_chunk for `tiles` tiles attending to at most `max_context` keys.
   void ChooseSplits(int64_t max_context, StepDims* d) const;
   absl::Status ForwardFast(const ForwardBatch& batch, const std::vector<SampleRow>* rows,
@@ -228,11 +224,11 @@ class CudaLlamaModel {
   int32_t* tokens_host_ = nullptr;  // pinned
   int64_t tokens_host_size_ = 0;
   kernels::DeviceBuffer<uint8_t> cublas_workspace_;
-  bool prepared_ = false;
   bool use_graphs_ = false;
   int64_t graph_max_seqs_ = 0;
-  DeviceKvCache* graph_cache_ = nullptr;                 // the cache the graphs write into
-  std::map<std::pair<int64_t, int64_t>, Graph> graphs_;  // (bucket, width) -> graph
+  DeviceKvCache* graph_cache_ = nullptr;  // the cache the graphs write into
+  // (bucket, width) -> the decode step captured for those sizes (its dims: see ForwardFast).
+  std::map<std::pair<int64_t, int64_t>, cudaGraphExec_t> graphs_;
   // DPINFER_PROFILE=1: GPU time per op family (eager steps) and per step, printed at exit.
   std::unique_ptr<StepProfiler> profiler_;
 };

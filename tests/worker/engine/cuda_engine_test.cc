@@ -4,14 +4,13 @@
 // and without CUDA graphs; --gpu-memory-utilization shares one GPU between engines. Where this
 // build has no CUDA or no device is visible, the GPU cases skip with the engine's reason, and what
 // runs instead checks that the refusal says so and that "auto" falls back to the CPU.
-#include <fstream>
 #include <map>
 
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
 #include "tests/test_env.h"
+#include "tests/worker/engine/stories_testutil.h"
 #include "worker/engine/engine.h"
 
 namespace dpinfer::engine {
@@ -22,23 +21,12 @@ using ::testing::StartsWith;
 
 constexpr char kNoDevice[] = "--device cuda: no CUDA device: ";
 
-struct Reference {
-  std::vector<int32_t> prompt_ids;
-  std::vector<int32_t> output_ids;
-};
-
-std::string ModelDir() { return testing::SharedDir() + "/models/stories260K"; }
-
-std::vector<Reference> LoadReference() {
-  std::ifstream in(ModelDir() + "/reference.json");
-  nlohmann::json j = nlohmann::json::parse(in);
-  std::vector<Reference> refs;
-  for (const auto& e : j["greedy"]) {
-    refs.push_back(
-        {e["prompt_ids"].get<std::vector<int32_t>>(), e["output_ids"].get<std::vector<int32_t>>()});
-  }
-  return refs;
-}
+using stories::ExpectGreedyParity;
+using stories::GreedyIds;
+using stories::LoadReference;
+using stories::ModelDir;
+using stories::Reference;
+using stories::RunAll;
 
 EngineOptions CudaOptions() {
   EngineOptions o;
@@ -60,32 +48,17 @@ std::unique_ptr<Engine> MakeCudaEngine(const EngineOptions& o, std::string* skip
   return *std::move(e);
 }
 
-// Submits all four reference prompts at once (one batch) and checks HF's ids exactly.
-void ExpectGreedyParity(Engine* engine) {
+// The reference prompts, greedy, `max_tokens` each, ignoring EOS.
+std::vector<Request> GreedyReferenceRequests(int32_t max_tokens) {
+  std::vector<Request> out;
   const std::vector<Reference> refs = LoadReference();
-  ASSERT_EQ(refs.size(), 4u);
   for (size_t i = 0; i < refs.size(); ++i) {
-    Request r;
-    r.id = i;
-    r.prompt = refs[i].prompt_ids;
-    r.params.temperature = 0.0f;
-    r.params.max_tokens = static_cast<int32_t>(refs[i].output_ids.size());
-    ASSERT_TRUE(engine->Add(std::move(r)).ok());
+    Request r = GreedyIds(i, refs[i]);
+    r.params.max_tokens = max_tokens;
+    r.params.ignore_eos = true;
+    out.push_back(std::move(r));
   }
-  std::map<uint64_t, Result> results;
-  for (int steps = 0; engine->HasWork() && steps < 100000; ++steps) {
-    std::vector<Result> finished;
-    const absl::Status s = engine->Step(&finished);
-    ASSERT_TRUE(s.ok()) << s;
-    for (Result& r : finished) results[r.id] = std::move(r);
-  }
-  ASSERT_EQ(results.size(), refs.size());
-  for (size_t i = 0; i < refs.size(); ++i) {
-    EXPECT_EQ(results[i].output_ids, refs[i].output_ids) << "prompt " << i;
-    EXPECT_EQ(results[i].finish_reason, FinishReason::kLength);
-  }
-  const EngineStats s = engine->stats();
-  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);
+  return out;
 }
 
 TEST(CudaEngineTest, GreedyParityFp32AllTogether) {
@@ -121,22 +94,7 @@ TEST(CudaEngineTest, Bfloat16RunsEveryRequestToTheEnd) {
   if (!skip.empty()) GTEST_SKIP() << skip;
   ASSERT_NE(engine, nullptr);
   const std::vector<Reference> refs = LoadReference();
-  for (size_t i = 0; i < refs.size(); ++i) {
-    Request r;
-    r.id = i;
-    r.prompt = refs[i].prompt_ids;
-    r.params.temperature = 0.0f;
-    r.params.max_tokens = 16;
-    r.params.ignore_eos = true;
-    ASSERT_TRUE(engine->Add(std::move(r)).ok());
-  }
-  std::map<uint64_t, Result> results;
-  for (int steps = 0; engine->HasWork() && steps < 10000; ++steps) {
-    std::vector<Result> finished;
-    const absl::Status s = engine->Step(&finished);
-    ASSERT_TRUE(s.ok()) << s;
-    for (Result& r : finished) results[r.id] = std::move(r);
-  }
+  std::map<uint64_t, Result> results = RunAll(engine.get(), GreedyReferenceRequests(16));
   ASSERT_EQ(results.size(), refs.size());
   // bf16 weights need not reproduce fp32's argmax everywhere, but the first token of these
   // short prompts has a wide margin.
@@ -146,37 +104,16 @@ TEST(CudaEngineTest, Bfloat16RunsEveryRequestToTheEnd) {
   }
 }
 
-// Runs `requests` to completion; results by id.
-std::map<uint64_t, Result> RunAll(Engine* engine, std::vector<Request> requests) {
-  for (Request& r : requests) EXPECT_TRUE(engine->Add(std::move(r)).ok());
-  std::map<uint64_t, Result> results;
-  for (int steps = 0; engine->HasWork() && steps < 100000; ++steps) {
-    std::vector<Result> finished;
-    const absl::Status s = engine->Step(&finished);
-    EXPECT_TRUE(s.ok()) << s;
-    if (!s.ok()) break;
-    for (Result& r : finished) results[r.id] = std::move(r);
-  }
-  return results;
-}
-
 // Eight sequences (a graph bucket exactly, so the GEMMs see the same shapes either way): the four
 // reference prompts greedy and the same four sampled with seeds, 48 tokens each.
 std::vector<Request> GraphRequests() {
-  std::vector<Request> out;
-  const std::vector<Reference> refs = LoadReference();
-  for (size_t i = 0; i < 2 * refs.size(); ++i) {
-    Request r;
-    r.id = i;
-    r.prompt = refs[i % refs.size()].prompt_ids;
-    r.params.max_tokens = 48;
-    r.params.ignore_eos = true;
-    if (i < refs.size()) {
-      r.params.temperature = 0.0f;
-    } else {
-      r.params.temperature = 0.8f;
-      r.params.seed = 1000 + i;
-    }
+  std::vector<Request> out = GreedyReferenceRequests(48);
+  const size_t n = out.size();
+  for (size_t i = 0; i < n; ++i) {
+    Request r = out[i];
+    r.id = n + i;
+    r.params.temperature = 0.8f;
+    r.params.seed = 1000 + n + i;
     out.push_back(std::move(r));
   }
   return out;

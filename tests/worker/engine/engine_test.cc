@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_env.h"
+#include "tests/worker/engine/stories_testutil.h"
 #include "worker/engine/tokenizer/tokenizer.h"
 
 namespace dpinfer::engine {
@@ -19,73 +20,18 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct Reference {
-  std::string prompt;
-  std::vector<int32_t> prompt_ids;
-  std::vector<int32_t> output_ids;
-  std::string text;
-};
-
-std::string ModelDir() { return testing::SharedDir() + "/models/stories260K"; }
-
-std::vector<Reference> LoadReference() {
-  std::ifstream in(ModelDir() + "/reference.json");
-  nlohmann::json j = nlohmann::json::parse(in);
-  std::vector<Reference> refs;
-  for (const auto& e : j["greedy"]) {
-    refs.push_back({e["prompt"].get<std::string>(), e["prompt_ids"].get<std::vector<int32_t>>(),
-                    e["output_ids"].get<std::vector<int32_t>>(), e["text"].get<std::string>()});
-  }
-  return refs;
-}
+using stories::ExpectGreedyParity;
+using stories::GreedyIds;
+using stories::LoadReference;
+using stories::ModelDir;
+using stories::Reference;
+using stories::RunToCompletion;
 
 std::unique_ptr<Engine> MakeEngine(EngineOptions o = {}) {
   if (o.model_dir.empty()) o.model_dir = ModelDir();
   absl::StatusOr<std::unique_ptr<Engine>> e = Engine::Create(o);
   EXPECT_TRUE(e.ok()) << e.status();
   return e.ok() ? *std::move(e) : nullptr;
-}
-
-// Steps until the engine is idle; results by request id.
-std::map<uint64_t, Result> RunToCompletion(Engine* engine) {
-  std::map<uint64_t, Result> out;
-  for (int steps = 0; engine->HasWork(); ++steps) {
-    std::vector<Result> finished;
-    absl::Status s = engine->Step(&finished);
-    EXPECT_TRUE(s.ok()) << s;
-    if (!s.ok() || steps > 100000) break;
-    for (Result& r : finished) {
-      EXPECT_EQ(out.count(r.id), 0u) << "request " << r.id << " finished twice";
-      out[r.id] = std::move(r);
-    }
-  }
-  return out;
-}
-
-Request GreedyIds(uint64_t id, const Reference& ref) {
-  Request r;
-  r.id = id;
-  r.prompt = ref.prompt_ids;
-  r.params.temperature = 0.0f;
-  r.params.max_tokens = static_cast<int32_t>(ref.output_ids.size());
-  return r;
-}
-
-// Submits every reference prompt at once and checks the outputs against HF's.
-void ExpectGreedyParity(Engine* engine) {
-  const std::vector<Reference> refs = LoadReference();
-  ASSERT_EQ(refs.size(), 4u);
-  for (size_t i = 0; i < refs.size(); ++i) ASSERT_TRUE(engine->Add(GreedyIds(i, refs[i])).ok());
-  std::map<uint64_t, Result> results = RunToCompletion(engine);
-  ASSERT_EQ(results.size(), refs.size());
-  for (size_t i = 0; i < refs.size(); ++i) {
-    EXPECT_EQ(results[i].output_ids, refs[i].output_ids) << "prompt '" << refs[i].prompt << "'";
-    EXPECT_EQ(results[i].finish_reason, FinishReason::kLength);
-    EXPECT_EQ(results[i].prompt_tokens, static_cast<int32_t>(refs[i].prompt_ids.size()));
-  }
-  const EngineStats s = engine->stats();
-  EXPECT_EQ(s.kv_blocks_free, s.kv_blocks_total);  // every block came back
-  EXPECT_EQ(s.running + s.waiting, 0);
 }
 
 TEST(EngineTest, GreedyParityAllTogether) {
