@@ -44,7 +44,7 @@
 #ifdef DPINFER_HAVE_CUDA
 #include <cuda_runtime.h>
 
-#include "kernels/cuda/cuda_check.h"
+#include "bench/cuda_bench_util.h"
 #endif
 
 namespace {
@@ -97,53 +97,6 @@ struct CopyRate {
   std::string note;
 };
 
-#ifdef DPINFER_HAVE_CUDA
-// Copies `bytes` between two device buffers `iters` times (after one untimed copy) and returns
-// 2 * bytes * iters / time: each copy reads and writes every byte.
-absl::StatusOr<double> MeasureCopyRate(int64_t bytes, int32_t iters) {
-  void* a = nullptr;
-  void* b = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  const auto cleanup = [&] {
-    if (a != nullptr) cudaFree(a);
-    if (b != nullptr) cudaFree(b);
-    if (start != nullptr) cudaEventDestroy(start);
-    if (stop != nullptr) cudaEventDestroy(stop);
-  };
-  const auto run = [&]() -> absl::StatusOr<double> {
-    RETURN_IF_ERROR(CUDA_STATUS(cudaMalloc(&a, bytes)));
-    RETURN_IF_ERROR(CUDA_STATUS(cudaMalloc(&b, bytes)));
-    RETURN_IF_ERROR(CUDA_STATUS(cudaMemset(a, 1, bytes)));
-    RETURN_IF_ERROR(CUDA_STATUS(cudaMemset(b, 0, bytes)));
-    RETURN_IF_ERROR(CUDA_STATUS(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice)));
-    RETURN_IF_ERROR(CUDA_STATUS(cudaEventCreate(&start)));
-    RETURN_IF_ERROR(CUDA_STATUS(cudaEventCreate(&stop)));
-    RETURN_IF_ERROR(CUDA_STATUS(cudaEventRecord(start)));
-    for (int32_t i = 0; i < iters; ++i) {
-      // Alternate the direction so no copy is a no-op of an earlier one.
-      void* dst = i % 2 == 0 ? b : a;
-      const void* src = i % 2 == 0 ? a : b;
-      RETURN_IF_ERROR(
-          CUDA_STATUS(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, nullptr)));
-    }
-    RETURN_IF_ERROR(CUDA_STATUS(cudaEventRecord(stop)));
-    RETURN_IF_ERROR(CUDA_STATUS(cudaEventSynchronize(stop)));
-    float ms = 0.0f;
-    RETURN_IF_ERROR(CUDA_STATUS(cudaEventElapsedTime(&ms, start, stop)));
-    if (ms <= 0.0f) return absl::InternalError("copy took no measurable time");
-    return 2.0 * static_cast<double>(bytes) * iters / (ms * 1e-3);
-  };
-  absl::StatusOr<double> rate = run();
-  cleanup();
-  return rate;
-}
-
-std::string CardName() {
-  cudaDeviceProp prop;
-  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "unknown";
-  return prop.name;
-}
-#endif
 
 CopyRate DeviceCopyRate(const std::string& device, const BenchOptions& o) {
   CopyRate r;
@@ -157,7 +110,7 @@ CopyRate DeviceCopyRate(const std::string& device, const BenchOptions& o) {
     return r;
   }
 #ifdef DPINFER_HAVE_CUDA
-  absl::StatusOr<double> rate = MeasureCopyRate(o.copy_mib << 20, o.copy_iters);
+  absl::StatusOr<double> rate = dpinfer::bench::MeasureCopyRate(o.copy_mib << 20, o.copy_iters);
   if (rate.ok()) {
     r.bytes_per_s = *rate;
   } else {
@@ -354,7 +307,7 @@ int main(int argc, char** argv) {
 
   std::string card = "cpu";
 #ifdef DPINFER_HAVE_CUDA
-  if (eo.device != "cpu") card = CardName();
+  if (eo.device != "cpu") card = dpinfer::bench::CardName();
 #endif
   report["card"] = card;
   std::cout << absl::StrFormat("engine_bench: model %s, device %s (%s), dtype %s\n", eo.model_dir,
@@ -398,15 +351,23 @@ int main(int argc, char** argv) {
   std::unique_ptr<Engine> engine = *std::move(created);
   const EngineStats loaded = engine->stats();
   const double load_gb_s = load_s > 0 ? file_bytes / load_s / 1e9 : 0.0;
+  // The weights alone (checkpoint to device), as the engine timed them.
+  const double weights_gb_s =
+      loaded.load_weights_s > 0 ? file_bytes / loaded.load_weights_s / 1e9 : 0.0;
   const int64_t kv_capacity_tokens = loaded.kv_blocks_total * eo.kv_block_size;
   std::cout << absl::StrFormat(
       "load: %.3f s (Engine::Create; the tokenizer alone loads in %.3f s) = %.2f GB/s of "
-      "checkpoint; "
-      "weight_bytes %s GB; kv_bytes_per_token %d; KV cache %d blocks (~%d tokens)\n",
-      load_s, report["tokenizer_load_s"].get<double>(), load_gb_s, Gb(loaded.weight_bytes),
-      loaded.kv_bytes_per_token, loaded.kv_blocks_total, kv_capacity_tokens);
+      "checkpoint; of it the weights %.3f s = %.2f GB/s, preparing (step buffers, GEMM plans, KV "
+      "cache) %.3f s; weight_bytes %s GB; kv_bytes_per_token %d; KV cache %d blocks (~%d "
+      "tokens)\n",
+      load_s, report["tokenizer_load_s"].get<double>(), load_gb_s, loaded.load_weights_s,
+      weights_gb_s, loaded.load_prepare_s, Gb(loaded.weight_bytes), loaded.kv_bytes_per_token,
+      loaded.kv_blocks_total, kv_capacity_tokens);
   report["load_s"] = load_s;
   report["load_gb_s"] = load_gb_s;
+  report["load_weights_s"] = loaded.load_weights_s;
+  report["load_prepare_s"] = loaded.load_prepare_s;
+  report["weights_load_gb_s"] = weights_gb_s;
   report["kv_blocks_total"] = loaded.kv_blocks_total;
   report["engine_device"] = engine->device();
   report["max_model_len"] = engine->max_model_len();

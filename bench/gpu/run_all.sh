@@ -12,6 +12,11 @@
 #   PARTS            parts to run, in this order (default all but llama-eager):
 #                    "models llama-engine llama-hf moe-engine moe-hf service"
 #                    llama-eager: engine_bench --enforce-eager on the Llama model (or EAGER=1)
+#                    llama-profile: the Llama engine run with DPINFER_PROFILE=1 (per-op GPU times
+#                      of eager steps, GPU and host time per step kind, load phases)
+#                    llama-untuned: the Llama engine run with DPINFER_GEMM_TUNING=0 (cuBLASLt's
+#                      first heuristic choice for every GEMM instead of the measured plans)
+#                    kernels: kernel_bench (GEMMs and decode attention against the copy rate)
 #   PART_TIMEOUT     seconds per part (default 420; a part past it is killed and marked so)
 #   BENCH_MODELS     where the checkpoints go (default /tmp/dpinfer-bench-models; reused)
 #   BENCH_STATE      where part logs persist between invocations (default /tmp/dpinfer-bench-state);
@@ -141,7 +146,8 @@ hf_baseline() {  # hf_baseline PART MODEL
 
 if has models; then
   only=()
-  if has llama-engine || has llama-eager || has llama-hf || has service; then
+  if has llama-engine || has llama-eager || has llama-profile || has llama-untuned ||
+    has llama-hf || has service; then
     only+=(--only llama-1b)
   fi
   has moe-engine || has moe-hf && only+=(--only powermoe-3b)
@@ -151,6 +157,16 @@ if has models; then
 fi
 has llama-engine && engine_bench llama-engine llama-1b
 has llama-eager && engine_bench llama-eager llama-1b --enforce-eager
+has llama-profile && DPINFER_PROFILE=1 engine_bench llama-profile llama-1b
+has llama-untuned && DPINFER_GEMM_TUNING=0 engine_bench llama-untuned llama-1b
+if has kernels; then
+  if need kernel_bench; then
+    run_part kernels "$bin/kernel_bench"
+  else
+    result[kernels]="SKIPPED (no kernel_bench)"
+    order+=(kernels)
+  fi
+fi
 has llama-hf && hf_baseline llama-hf llama-1b
 has moe-engine && engine_bench moe-engine powermoe-3b
 has moe-hf && hf_baseline moe-hf powermoe-3b

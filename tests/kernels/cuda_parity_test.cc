@@ -24,6 +24,7 @@
 #include "common/status.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/fast_ops.h"
+#include "kernels/cuda/gemm_lt.h"
 #include "tests/kernels/cuda_testutil.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/sampler.h"
@@ -114,6 +115,39 @@ TEST_F(CudaParityTest, Linear) {
   }
 }
 
+// A bf16 GEMM problem: x [m, k] and w [n, k] rounded to bf16 (on the device as bits), and the CPU
+// Linear of the rounded values as the reference.
+struct Bf16Gemm {
+  int64_t m, n, k;
+  DeviceBuffer<uint16_t> x, w;
+  std::vector<float> ref;
+  const __nv_bfloat16* xp() const { return reinterpret_cast<const __nv_bfloat16*>(x.data()); }
+  const __nv_bfloat16* wp() const { return reinterpret_cast<const __nv_bfloat16*>(w.data()); }
+};
+
+Bf16Gemm MakeBf16Gemm(int64_t m, int64_t n, int64_t k, std::mt19937& rng, Backend* cpu) {
+  auto x = Random(m * k, rng), w = Random(n * k, rng);
+  std::vector<uint16_t> xb(x.size()), wb(w.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    xb[i] = Bf16Bits(x[i]);
+    x[i] = Bf16Value(xb[i]);
+  }
+  for (size_t i = 0; i < w.size(); ++i) {
+    wb[i] = Bf16Bits(w[i]);
+    w[i] = Bf16Value(wb[i]);
+  }
+  std::vector<float> ref(m * n);
+  cpu->Linear({x.data(), w.data(), nullptr, ref.data(), m, n, k});
+  return {m, n, k, Up(xb), Up(wb), std::move(ref)};
+}
+
+std::vector<float> Bf16Values(const DeviceBuffer<uint16_t>& buf) {
+  const auto bits = Down(buf);
+  std::vector<float> y(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) y[i] = Bf16Value(bits[i]);
+  return y;
+}
+
 TEST_F(CudaParityTest, GemmBf16) {
   std::mt19937 rng(102);
   struct Shape {
@@ -122,34 +156,18 @@ TEST_F(CudaParityTest, GemmBf16) {
   for (const Shape s :
        {Shape{1, 64, 128}, Shape{7, 257, 511}, Shape{128, 512, 1024}, Shape{33, 2048, 64}}) {
     SCOPED_TRACE(testing::Message() << "m=" << s.m << " n=" << s.n << " k=" << s.k);
-    auto x = Random(s.m * s.k, rng), w = Random(s.n * s.k, rng);
-    std::vector<uint16_t> xb(x.size()), wb(w.size());
-    for (size_t i = 0; i < x.size(); ++i) {
-      xb[i] = Bf16Bits(x[i]);
-      x[i] = Bf16Value(xb[i]);
-    }
-    for (size_t i = 0; i < w.size(); ++i) {
-      wb[i] = Bf16Bits(w[i]);
-      w[i] = Bf16Value(wb[i]);
-    }
-    std::vector<float> ref(s.m * s.n);
-    cpu_->Linear({x.data(), w.data(), nullptr, ref.data(), s.m, s.n, s.k});
-    auto dx = Up(xb), dw = Up(wb);
-    const auto* xp = reinterpret_cast<const __nv_bfloat16*>(dx.data());
-    const auto* wp = reinterpret_cast<const __nv_bfloat16*>(dw.data());
-
+    const Bf16Gemm g = MakeBf16Gemm(s.m, s.n, s.k, rng, cpu_.get());
     auto dy = Poisoned(s.m * s.n);
-    ASSERT_TRUE(GemmBf16(stream_, gpu_->cublas(), xp, wp, dy.data(), false, s.m, s.n, s.k).ok());
+    ASSERT_TRUE(
+        GemmBf16(stream_, gpu_->cublas(), g.xp(), g.wp(), dy.data(), false, s.m, s.n, s.k).ok());
     Sync();
-    EXPECT_LT(RelErr(Down(dy), ref), 1e-2) << "fp32 output";
+    EXPECT_LT(RelErr(Down(dy), g.ref), 1e-2) << "fp32 output";
 
-    auto dyb = Up(std::vector<uint16_t>(s.m * s.n, 0x7fc0));  // bf16 NaN
-    ASSERT_TRUE(GemmBf16(stream_, gpu_->cublas(), xp, wp, dyb.data(), true, s.m, s.n, s.k).ok());
+    auto dyb = Up(std::vector<uint16_t>(s.m * s.n, cudatest::kBf16NaN));
+    ASSERT_TRUE(
+        GemmBf16(stream_, gpu_->cublas(), g.xp(), g.wp(), dyb.data(), true, s.m, s.n, s.k).ok());
     Sync();
-    const auto yb = Down(dyb);
-    std::vector<float> y(yb.size());
-    for (size_t i = 0; i < yb.size(); ++i) y[i] = Bf16Value(yb[i]);
-    EXPECT_LT(RelErr(y, ref), 1e-2) << "bf16 output";
+    EXPECT_LT(RelErr(Bf16Values(dyb), g.ref), 1e-2) << "bf16 output";
 
     // The device-side conversion rounds as Bf16Bits does.
     auto dxf = Up(Random(s.m * s.k, rng));
@@ -161,6 +179,65 @@ TEST_F(CudaParityTest, GemmBf16) {
     const auto conv = Down(dconv);
     for (size_t i = 0; i < xf.size(); ++i) ASSERT_EQ(conv[i], Bf16Bits(xf[i])) << i;
   }
+}
+
+// GemmPlanner (cuBLASLt, measured plans): the same GEMM as GemmBf16 whatever algorithm the
+// measurement picks, for every m of a bucket once the bucket is measured at another m, and inside a
+// graph capture (where it cannot measure and takes the heuristic's choice until it can).
+TEST_F(CudaParityTest, GemmPlannerMatchesCpu) {
+  std::mt19937 rng(112);
+  auto ws = DeviceBuffer<uint8_t>::Allocate(int64_t{32} << 20);
+  ASSERT_TRUE(ws.ok()) << ws.status();
+  auto planner = GemmPlanner::Create(ws->data(), ws->size(), /*tune=*/true);
+  ASSERT_TRUE(planner.ok()) << planner.status();
+  GemmPlanner& p = **planner;
+  struct Shape {
+    int64_t m, n, k;
+  };
+  // 100 and 120 share a bucket (128): the second reuses the first's measured algorithm. 7 x 257 x
+  // 511 has rows that are not 16-byte multiples.
+  for (const Shape s : {Shape{1, 64, 128}, Shape{100, 384, 256}, Shape{120, 384, 256},
+                        Shape{7, 257, 511}, Shape{300, 1024, 512}}) {
+    SCOPED_TRACE(testing::Message() << "m=" << s.m << " n=" << s.n << " k=" << s.k);
+    const Bf16Gemm g = MakeBf16Gemm(s.m, s.n, s.k, rng, cpu_.get());
+    auto dy = Poisoned(s.m * s.n);
+    ASSERT_TRUE(p.Run(stream_, g.xp(), g.wp(), dy.data(), false, s.m, s.n, s.k).ok());
+    Sync();
+    EXPECT_LT(RelErr(Down(dy), g.ref), 1e-2) << "fp32 output";
+    auto dyb = Up(std::vector<uint16_t>(s.m * s.n, cudatest::kBf16NaN));
+    ASSERT_TRUE(p.Run(stream_, g.xp(), g.wp(), dyb.data(), true, s.m, s.n, s.k).ok());
+    Sync();
+    EXPECT_LT(RelErr(Bf16Values(dyb), g.ref), 1e-2) << "bf16 output";
+  }
+  // Measured once per (bucket, n, k, output type): 4 buckets x 2 output types, 120 reusing 100's.
+  EXPECT_EQ(p.plans_measured(), 8);
+
+  // A shape first met while the stream is being captured: no measurement, a correct graph.
+  const int64_t before = p.plans_measured();
+  const Bf16Gemm g = MakeBf16Gemm(40, 640, 192, rng, cpu_.get());
+  auto dy = Poisoned(g.m * g.n);
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const absl::Status captured = p.Run(stream_, g.xp(), g.wp(), dy.data(), false, g.m, g.n, g.k);
+  ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess);
+  ASSERT_TRUE(captured.ok()) << captured;
+  EXPECT_EQ(p.plans_measured(), before);
+  cudaGraphExec_t exec = nullptr;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  ASSERT_EQ(cudaGraphLaunch(exec, stream_), cudaSuccess);
+  Sync();
+  EXPECT_LT(RelErr(Down(dy), g.ref), 1e-2) << "captured";
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  // Outside the capture the shape is measured after all.
+  ASSERT_TRUE(p.Run(stream_, g.xp(), g.wp(), dy.data(), false, g.m, g.n, g.k).ok());
+  Sync();
+  EXPECT_EQ(p.plans_measured(), before + 1);
+  EXPECT_LT(RelErr(Down(dy), g.ref), 1e-2) << "after capture";
+
+  // Bad arguments fail alone, by name.
+  EXPECT_FALSE(p.Run(stream_, nullptr, g.wp(), dy.data(), false, g.m, g.n, g.k).ok());
+  EXPECT_FALSE(p.Run(stream_, g.xp(), g.wp(), dy.data(), false, -1, g.n, g.k).ok());
 }
 
 TEST_F(CudaParityTest, RmsNorm) {

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "kernels/cuda/fast_ops.h"
+#include "kernels/cuda/gemm_lt.h"
 #include "worker/engine/sampler.h"
 
 namespace dpinfer::engine {
@@ -744,6 +745,11 @@ absl::Status CudaLlamaModel::ReserveFast(int64_t tokens, int64_t seqs, int64_t t
                      kernels::DeviceBuffer<uint8_t>::Allocate(kCublasWorkspaceBytes));
     CUBLAS_RETURN_IF_ERROR(
         cublasSetWorkspace(backend_->cublas(), cublas_workspace_.data(), kCublasWorkspaceBytes));
+    // DPINFER_GEMM_TUNING=0 keeps cuBLASLt's first heuristic choice for every shape.
+    const char* tuning = std::getenv("DPINFER_GEMM_TUNING");
+    const bool tune = tuning == nullptr || std::string(tuning) != "0";
+    ASSIGN_OR_RETURN(gemm_, kernels::GemmPlanner::Create(cublas_workspace_.data(),
+                                                         kCublasWorkspaceBytes, tune));
   }
   cap_ = want;
   return absl::OkStatus();
@@ -797,8 +803,51 @@ absl::Status CudaLlamaModel::Prepare(int64_t max_tokens, int64_t max_seqs,
   const int64_t tiles =
       seqs + (tokens + kernels::gpu::kAttentionTileRows - 1) / kernels::gpu::kAttentionTileRows;
   RETURN_IF_ERROR(ReserveFast(tokens, seqs, tiles, max_blocks_per_seq, seqs));
+  RETURN_IF_ERROR(TuneGemms(tokens, seqs));
   use_graphs_ = cuda_graphs;
   graph_max_seqs_ = max_seqs;
+  return absl::OkStatus();
+}
+
+absl::Status CudaLlamaModel::TuneGemms(int64_t max_tokens, int64_t max_logits) {
+  // Every GEMM shape of a step at the m buckets (GemmPlanner::MBucket) of decode batches, which
+  // graph captures need ready (they cannot measure), and of the largest step. Buckets in between
+  // (mixed prefill + decode steps) are measured on first use. The inputs are whatever the buffers
+  // hold: only the kernels' speed matters here.
+  const ModelConfig& c = config_;
+  if (layers_.empty()) return absl::OkStatus();
+  const Layer& ly = layers_[0];
+  const int64_t hidden = c.hidden_size, inter = c.intermediate_size;
+  const int64_t q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+  const Weight& head = lm_head_.empty() ? embed_ : lm_head_;
+  std::vector<int64_t> buckets;
+  for (int64_t b = 1; b <= max_logits; b = kernels::GemmPlanner::MBucket(b) + 1) {
+    buckets.push_back(kernels::GemmPlanner::MBucket(b));
+  }
+  buckets.push_back(kernels::GemmPlanner::MBucket(max_tokens));
+  for (const int64_t bucket : buckets) {
+    const int64_t m = std::min(bucket, cap_.tokens);
+    RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.wqkv.bf16.data(), qkv_.data(), false, m,
+                               q_dim + 2 * kv_dim, hidden));
+    RETURN_IF_ERROR(
+        gemm_->Run(stream_, hb_.data(), ly.wo.bf16.data(), tmp_.data(), false, m, hidden, q_dim));
+    if (c.num_experts > 0) {
+      RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.router.bf16.data(), router_logits_.data(),
+                                 false, m, c.num_experts, hidden));
+    } else {
+      const bool bias = !ly.b_gate_up.empty();
+      void* gate_up = bias ? static_cast<void*>(gate_up_.data()) : gate_up_bf16_.data();
+      RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.w_gate_up.bf16.data(), gate_up, !bias, m,
+                                 2 * inter, hidden));
+      RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.w_down.bf16.data(), tmp_.data(), false,
+                                 m, hidden, inter));
+    }
+    if (bucket <= kernels::GemmPlanner::MBucket(max_logits)) {
+      RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), head.bf16.data(), logits_.data(), false,
+                                 std::min(bucket, cap_.logits), c.vocab_size, hidden));
+    }
+  }
+  CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
   return absl::OkStatus();
 }
 
@@ -931,8 +980,8 @@ absl::Status CudaLlamaModel::MoeFast(const Layer& l, int64_t t) {
   const int64_t num_e = c.num_experts, top_k = c.num_experts_per_tok;
   const int64_t routed = t * top_k;
   if (profiler_) profiler_->Mark(stream_, "moe.router_gemm");
-  RETURN_IF_ERROR(kernels::GemmBf16(stream_, backend_->cublas(), hb_.data(), l.router.bf16.data(),
-                                    router_logits_.data(), false, t, num_e, hidden));
+  RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), l.router.bf16.data(), router_logits_.data(),
+                             false, t, num_e, hidden));
   gpu::MoeRouteArgs r;
   r.router_logits = router_logits_.data();
   r.expert_offsets = moe_offsets_.data();
@@ -993,7 +1042,6 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
   const int64_t qkv_dim = q_dim + 2 * kv_dim;
   const StepLayout l = Layout(d);
   const int32_t* in = step_dev_.data();
-  cublasHandle_t blas = backend_->cublas();
   const float eps = c.rms_norm_eps;
 
   if (profiler_) profiler_->Mark(stream_, "embedding+norm");
@@ -1005,7 +1053,7 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
     const Layer& ly = layers_[li];
     // Attention: qkv = h @ Wqkv^T; rope + cache write; attention; x += o_proj(.) * residual_mult.
     if (profiler_) profiler_->Mark(stream_, "qkv_gemm");
-    RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.wqkv.bf16.data(), qkv_.data(),
+    RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.wqkv.bf16.data(), qkv_.data(),
                                       false, t, qkv_dim, hidden));
     if (!ly.bqkv.empty()) {
       CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, qkv_.data(), ly.bqkv.f32.data(), t, qkv_dim));
@@ -1048,7 +1096,7 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
     at.scale = c.attention_scale;
     CUDA_RETURN_IF_ERROR(gpu::Attention(stream_, at));
     if (profiler_) profiler_->Mark(stream_, "o_proj_gemm");
-    RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.wo.bf16.data(), tmp_.data(),
+    RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.wo.bf16.data(), tmp_.data(),
                                       false, t, hidden, q_dim));
     if (!ly.bo.empty()) {
       CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, tmp_.data(), ly.bo.f32.data(), t, hidden));
@@ -1063,11 +1111,11 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
     } else {
       if (profiler_) profiler_->Mark(stream_, "gate_up_gemm");
       if (ly.b_gate_up.empty()) {
-        RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_gate_up.bf16.data(),
+        RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.w_gate_up.bf16.data(),
                                           gate_up_bf16_.data(), true, t, 2 * inter, hidden));
       } else {
         // The bias is added in fp32 before the one rounding to bf16.
-        RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_gate_up.bf16.data(),
+        RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.w_gate_up.bf16.data(),
                                           gate_up_.data(), false, t, 2 * inter, hidden));
         CUDA_RETURN_IF_ERROR(
             gpu::AddBias(stream_, gate_up_.data(), ly.b_gate_up.f32.data(), t, 2 * inter));
@@ -1078,7 +1126,7 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
       CUDA_RETURN_IF_ERROR(
           gpu::SiluMulFusedToBf16(stream_, gate_up_bf16_.data(), hb_.data(), t, inter));
       if (profiler_) profiler_->Mark(stream_, "down_gemm");
-      RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), ly.w_down.bf16.data(),
+      RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), ly.w_down.bf16.data(),
                                         tmp_.data(), false, t, hidden, inter));
       if (!ly.b_down.empty()) {
         CUDA_RETURN_IF_ERROR(gpu::AddBias(stream_, tmp_.data(), ly.b_down.f32.data(), t, hidden));
@@ -1103,7 +1151,7 @@ absl::Status CudaLlamaModel::EnqueueFast(const StepDims& d, DeviceKvCache* cache
   CUDA_RETURN_IF_ERROR(
       gpu::RmsNormToBf16(stream_, tmp_.data(), final_norm_.f32.data(), hb_.data(), n, hidden, eps));
   const Weight& head = lm_head_.empty() ? embed_ : lm_head_;
-  RETURN_IF_ERROR(kernels::GemmBf16(stream_, blas, hb_.data(), head.bf16.data(), logits_.data(),
+  RETURN_IF_ERROR(gemm_->Run(stream_, hb_.data(), head.bf16.data(), logits_.data(),
                                     false, n, c.vocab_size, hidden));
   if (c.logits_scaling != 1.0f) {
     CUDA_RETURN_IF_ERROR(

@@ -25,6 +25,7 @@
 #include "common/safetensors.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/gemm_lt.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/model_config.h"
 
@@ -176,6 +177,9 @@ class CudaLlamaModel {
   // Enqueues the forward pass for a step uploaded under `dims`; logits land in logits_.
   absl::Status EnqueueFast(const StepDims& dims, DeviceKvCache* cache);
   absl::Status MoeFast(const Layer& layer, int64_t t);
+  // Measures the bf16 GEMMs' plans (gemm_) for steps of up to max_tokens rows and max_logits
+  // sampled rows; part of Prepare.
+  absl::Status TuneGemms(int64_t max_tokens, int64_t max_logits);
   // The dims of `batch` run eagerly (its attention tiles counted), and in *max_context its longest
   // context; an error when its sequences are not contiguous runs of consecutive positions.
   absl::StatusOr<StepDims> FastDims(const ForwardBatch& batch, int64_t* max_context) const;
@@ -224,6 +228,7 @@ class CudaLlamaModel {
   int32_t* tokens_host_ = nullptr;  // pinned
   int64_t tokens_host_size_ = 0;
   kernels::DeviceBuffer<uint8_t> cublas_workspace_;
+  std::unique_ptr<kernels::GemmPlanner> gemm_;  // the bf16 GEMMs, on cublas_workspace_
   bool use_graphs_ = false;
   int64_t graph_max_seqs_ = 0;
   DeviceKvCache* graph_cache_ = nullptr;  // the cache the graphs write into

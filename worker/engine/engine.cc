@@ -202,11 +202,14 @@ class CudaModel final : public Model {
                      DeviceKvCache::Create(config.num_layers, *num_blocks, o.kv_block_size,
                                            config.num_kv_heads, config.head_dim, dtype));
     m->kv_bytes_per_token_ = per_token;
+    const double t_cache = lap();
+    m->weights_s_ = t_weights;
+    m->prepare_s_ = t_prepare + t_cache;
     if (timed) {
       std::fprintf(stderr,
                    "DPINFER_PROFILE load: context+cuBLAS %.3f s, weights %.3f s (%.2f GB), step "
-                   "buffers %.3f s, KV cache %.3f s (%lld blocks)\n",
-                   t_context, t_weights, m->model_->weight_bytes() / 1e9, t_prepare, lap(),
+                   "buffers and GEMM plans %.3f s, KV cache %.3f s (%lld blocks)\n",
+                   t_context, t_weights, m->model_->weight_bytes() / 1e9, t_prepare, t_cache,
                    static_cast<long long>(*num_blocks));
     }
     return m;
@@ -231,6 +234,8 @@ class CudaModel final : public Model {
   int64_t weight_bytes() const override { return model_->weight_bytes(); }
   int64_t kv_bytes_per_token() const { return kv_bytes_per_token_; }
   int device() const { return device_; }
+  double weights_s() const { return weights_s_; }
+  double prepare_s() const { return prepare_s_; }
 
  private:
   CudaModel() = default;
@@ -242,6 +247,7 @@ class CudaModel final : public Model {
   std::unique_ptr<DeviceKvCache> cache_;
   std::vector<SampleRow> rows_;
   int64_t kv_bytes_per_token_ = 0;
+  double weights_s_ = 0.0, prepare_s_ = 0.0;
 };
 #endif
 
@@ -352,7 +358,10 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
     const int64_t num_blocks = (kv_tokens + o.kv_block_size - 1) / o.kv_block_size;
     cache_ = std::make_unique<KvCache>(config_.num_layers, num_blocks, o.kv_block_size,
                                        config_.num_kv_heads, config_.head_dim);
+    const auto t0 = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(model_, CpuModel::Create(o, config_, cache_.get()));
+    stats_.load_weights_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     stats_.kv_bytes_per_token = kv_bytes_per_token;
   } else {
 #ifdef DPINFER_HAVE_CUDA
@@ -361,6 +370,8 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
                      CudaModel::Create(o, config_, max_model_len_, o.kv_cache_tokens, &num_blocks));
     stats_.kv_bytes_per_token = cuda->kv_bytes_per_token();
     stats_.cuda_device = cuda->device();
+    stats_.load_weights_s = cuda->weights_s();
+    stats_.load_prepare_s = cuda->prepare_s();
     model_ = std::move(cuda);
     // Zero layers: block accounting only; the keys and values live in the CudaModel's cache.
     cache_ = std::make_unique<KvCache>(0, num_blocks, o.kv_block_size, config_.num_kv_heads,

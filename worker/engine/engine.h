@@ -97,6 +97,10 @@ struct EngineStats {
   int64_t kv_bytes_per_token = 0;  // all layers, K and V, in the cache's dtype
   int64_t weight_bytes = 0;        // device (or host) memory held by the weights
   int32_t cuda_device = -1;        // the GPU the engine runs on (-1: the CPU)
+  // Where Engine::Create's time went: reading the weights onto the device (or into host memory),
+  // and (CUDA) preparing to serve: step buffers, measured GEMM plans, the KV cache.
+  double load_weights_s = 0.0;
+  double load_prepare_s = 0.0;
 };
 
 class Engine {
