@@ -5,10 +5,14 @@
 //    cublasGemmEx with cuBLAS's own pick (GemmBf16), cuBLASLt's first heuristic choice, and the
 //    fastest of its candidates (what GemmPlanner keeps), with TFLOP/s and weight GB/s. A summary
 //    line adds up one Llama decode step's GEMMs at each m for the three.
-//  - Decode attention over the paged bf16 cache (32/8 heads, head_dim 64, block 16) at several
-//    batch sizes and contexts: time and K/V bytes read per second, as a fraction of the copy rate.
+//  - Decode attention over the paged bf16 cache (32/8 heads, head_dim 64 or 128, block 16) at
+//    several batch sizes and contexts: time and K/V bytes read per second, as a fraction of the
+//    copy rate, for the decode kernel (kernel=decode; its kv heads per block chosen by Attention
+//    unless --attention-decode-heads forces them) and, on the same batch, the tile kernel that
+//    decode batches took before it (kernel=tiles).
 //
-// usage: kernel_bench [--reps 20] [--skip-gemm] [--skip-attention]
+// usage: kernel_bench [--reps 20] [--skip-gemm] [--skip-attention] [--attention-head-dim 64]
+//                     [--attention-decode-heads 0]
 // Lines starting with `GEMM`, `STEP` and `ATTN` are machine-readable (key=value).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -30,6 +34,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/fast_ops.h"
 #include "kernels/cuda/gemm_lt.h"
+
 
 namespace {
 
@@ -163,19 +168,20 @@ absl::Status BenchGemms(cudaStream_t stream, int reps) {
   return absl::OkStatus();
 }
 
-absl::Status BenchAttention(cudaStream_t stream, int reps, double copy_bytes_per_s) {
+absl::Status BenchAttention(cudaStream_t stream, int reps, double copy_bytes_per_s,
+                            int64_t head_dim, int decode_heads) {
   namespace gpu = dpinfer::kernels::gpu;
-  constexpr int64_t kHeads = 32, kKvHeads = 8, kHeadDim = 64, kBlock = 16;
+  constexpr int64_t kHeads = 32, kKvHeads = 8, kBlock = 16;
   const std::vector<int64_t> batches = {64, 256};
   const std::vector<int64_t> contexts = {128, 192, 256, 512, 1024, 2048};
   const int64_t max_seqs = batches.back(), max_ctx = contexts.back();
   const int64_t blocks_per_seq = max_ctx / kBlock;
   const int64_t num_blocks = max_seqs * blocks_per_seq;
-  const int64_t slot_elems = kKvHeads * kHeadDim;
+  const int64_t slot_elems = kKvHeads * head_dim;
   ASSIGN_OR_RETURN(auto k_cache, DeviceBuffer<bf16>::Allocate(num_blocks * kBlock * slot_elems));
   ASSIGN_OR_RETURN(auto v_cache, DeviceBuffer<bf16>::Allocate(num_blocks * kBlock * slot_elems));
-  ASSIGN_OR_RETURN(auto q, DeviceBuffer<bf16>::Allocate(max_seqs * kHeads * kHeadDim));
-  ASSIGN_OR_RETURN(auto out, DeviceBuffer<bf16>::Allocate(max_seqs * kHeads * kHeadDim));
+  ASSIGN_OR_RETURN(auto q, DeviceBuffer<bf16>::Allocate(max_seqs * kHeads * head_dim));
+  ASSIGN_OR_RETURN(auto out, DeviceBuffer<bf16>::Allocate(max_seqs * kHeads * head_dim));
   RETURN_IF_ERROR(FillRandom(&k_cache, 3));
   RETURN_IF_ERROR(FillRandom(&v_cache, 4));
   RETURN_IF_ERROR(FillRandom(&q, 5));
@@ -184,8 +190,9 @@ absl::Status BenchAttention(cudaStream_t stream, int reps, double copy_bytes_per
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), std::mt19937(7));
   ASSIGN_OR_RETURN(auto tables, DeviceBuffer<int32_t>::FromHost(perm, stream));
-  std::printf("\n%6s %6s %7s | %9s %9s %8s\n", "seqs", "ctx", "splits", "us", "KV_GB/s",
-              "of_copy");
+  std::printf("\nheads 32/8, head_dim %lld, block %lld\n%6s %6s %7s %7s | %9s %9s %8s\n",
+              static_cast<long long>(head_dim), static_cast<long long>(kBlock), "seqs", "ctx",
+              "splits", "kernel", "us", "KV_GB/s", "of_copy");
   for (int64_t seqs : batches) {
     for (int64_t ctx : contexts) {
       std::vector<int32_t> q_start(seqs + 1), kv_len(seqs, static_cast<int32_t>(ctx)), tile_seq,
@@ -201,7 +208,7 @@ absl::Status BenchAttention(cudaStream_t stream, int reps, double copy_bytes_per
         if (splits > 1 && (chunk * (splits - 1) >= ctx)) continue;
         ASSIGN_OR_RETURN(auto partials,
                          DeviceBuffer<float>::Allocate(std::max<int64_t>(
-                             1, gpu::AttentionPartialsFloats(seqs, kHeads, kHeadDim, splits))));
+                             1, gpu::AttentionPartialsFloats(seqs, kHeads, head_dim, splits))));
         gpu::AttentionArgs a;
         a.q = q.data();
         a.k_cache = k_cache.data();
@@ -217,24 +224,34 @@ absl::Status BenchAttention(cudaStream_t stream, int reps, double copy_bytes_per
         a.num_rows = seqs;
         a.num_heads = kHeads;
         a.num_kv_heads = kKvHeads;
-        a.head_dim = kHeadDim;
+        a.head_dim = head_dim;
         a.block_size = kBlock;
         a.max_blocks_per_seq = blocks_per_seq;
         a.num_splits = splits;
         a.kv_chunk = chunk;
         a.scale = 0.125f;
-        ASSIGN_OR_RETURN(double ms, TimeMs(stream, reps, [&]() -> absl::Status {
-                           CUDA_RETURN_IF_ERROR(gpu::Attention(stream, a));
-                           return absl::OkStatus();
-                         }));
-        const double bytes = 2.0 * seqs * ctx * slot_elems * sizeof(bf16);
-        const double gbs = bytes / (ms * 1e-3) / 1e9;
-        std::printf("%6lld %6lld %7lld | %9.1f %9.0f %8.3f\n", static_cast<long long>(seqs),
-                    static_cast<long long>(ctx), static_cast<long long>(splits), ms * 1e3, gbs,
-                    gbs * 1e9 / copy_bytes_per_s);
-        std::printf("ATTN seqs=%lld ctx=%lld splits=%lld ms=%.5f kv_gb_s=%.1f of_copy=%.3f\n",
-                    static_cast<long long>(seqs), static_cast<long long>(ctx),
-                    static_cast<long long>(splits), ms, gbs, gbs * 1e9 / copy_bytes_per_s);
+        for (const int heads : {decode_heads, -1}) {
+          const char* kernel = heads >= 0 ? "decode" : "tiles";
+          gpu::SetAttentionDecodeHeadsPerBlock(heads);
+          absl::StatusOr<double> timed = TimeMs(stream, reps, [&]() -> absl::Status {
+            CUDA_RETURN_IF_ERROR(gpu::Attention(stream, a));
+            return absl::OkStatus();
+          });
+          gpu::SetAttentionDecodeHeadsPerBlock(0);
+          RETURN_IF_ERROR(timed.status());
+          const double ms = *timed;
+          const double bytes = 2.0 * seqs * ctx * slot_elems * sizeof(bf16);
+          const double gbs = bytes / (ms * 1e-3) / 1e9;
+          std::printf("%6lld %6lld %7lld %7s | %9.1f %9.0f %8.3f\n", static_cast<long long>(seqs),
+                      static_cast<long long>(ctx), static_cast<long long>(splits), kernel, ms * 1e3,
+                      gbs, gbs * 1e9 / copy_bytes_per_s);
+          std::printf(
+              "ATTN seqs=%lld ctx=%lld splits=%lld ms=%.5f kv_gb_s=%.1f of_copy=%.3f "
+              "head_dim=%lld kernel=%s\n",
+              static_cast<long long>(seqs), static_cast<long long>(ctx),
+              static_cast<long long>(splits), ms, gbs, gbs * 1e9 / copy_bytes_per_s,
+              static_cast<long long>(head_dim), kernel);
+        }
       }
     }
   }
@@ -247,9 +264,16 @@ int main(int argc, char** argv) {
   CLI::App app{"kernel_bench: the bf16 path's GEMMs and decode attention against the copy rate"};
   int reps = 20;
   bool skip_gemm = false, skip_attention = false;
+  int64_t attention_head_dim = 64;
+  int decode_heads = 0;
   app.add_option("--reps", reps, "timed runs per measurement")->check(CLI::PositiveNumber);
   app.add_flag("--skip-gemm", skip_gemm, "no GEMM table");
   app.add_flag("--skip-attention", skip_attention, "no attention table");
+  app.add_option("--attention-head-dim", attention_head_dim, "head_dim of the attention table")
+      ->check(CLI::IsMember({int64_t{64}, int64_t{128}}));
+  app.add_option("--attention-decode-heads", decode_heads,
+                 "kv heads per block of the decode kernel: 0 automatic, 1, 2, 4 or 8")
+      ->check(CLI::IsMember({0, 1, 2, 4, 8}));
   CLI11_PARSE(app, argc, argv);
 
   int devices = 0;
@@ -268,7 +292,9 @@ int main(int argc, char** argv) {
   if (cudaStreamCreate(&stream) != cudaSuccess) return 1;
   absl::Status st;
   if (!skip_gemm) st = BenchGemms(stream, reps);
-  if (st.ok() && !skip_attention) st = BenchAttention(stream, reps, *copy);
+  if (st.ok() && !skip_attention) {
+    st = BenchAttention(stream, reps, *copy, attention_head_dim, decode_heads);
+  }
   cudaStreamDestroy(stream);
   if (!st.ok()) {
     std::cerr << "kernel_bench: " << st << "\n";

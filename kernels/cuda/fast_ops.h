@@ -106,6 +106,12 @@ struct AttentionArgs {
 int64_t AttentionPartialsFloats(int64_t num_tiles, int64_t num_heads, int64_t head_dim,
                                 int64_t num_splits);
 cudaError_t Attention(cudaStream_t stream, const AttentionArgs& a);
+// Pure decode batches (one query token per tile, group <= 16, head_dim <= 128) take a decode
+// kernel with one block per (sequence, group of kv heads, split). For tests and benchmarks, the kv
+// heads per block of the launches that follow (process-wide): 0 (the default) lets Attention
+// choose, 1/2/4/8 force it (capped at the model's), a negative value sends decode batches to the
+// tile kernel like any other.
+void SetAttentionDecodeHeadsPerBlock(int heads);
 
 // ---------------------------------------------------------------------------------------------
 // Mixture of experts on the device (moe_grouped.cu). Twins: engine::RouteTokens for the routing,

@@ -194,34 +194,33 @@ absl::StatusOr<GemmPlanner::Shape*> GemmPlanner::Find(cudaStream_t stream, const
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
   const bool capturing = capture != cudaStreamCaptureStatusNone;
-  const bool measure = tune_ && !capturing;
+  const bool measure = tune_ && measuring_ && !capturing;
   ASSIGN_OR_RETURN(auto cands, Candidates(*s, measure ? kMaxCandidates : 1));
   s->algo = cands[0].algo;
-  if (measure) {
-    const auto t0 = std::chrono::steady_clock::now();
-    ASSIGN_OR_RETURN(std::vector<double> ms, Time(stream, *s, cands, x, w, y, kTuneReps));
-    size_t best = 0;
-    for (size_t i = 1; i < ms.size(); ++i) {
-      if (ms[i] > 0 && (ms[best] <= 0 || ms[i] < ms[best] * (1.0 - kMinGain))) best = i;
-    }
-    s->algo = cands[best].algo;
-    ++plans_measured_;
-    tuning_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Settled unless a capture kept it from being measured; only measured choices are recorded for
+  // the process.
+  s->settled = measure || !(tune_ && measuring_);
+  if (!measure) return s;
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSIGN_OR_RETURN(std::vector<double> ms, Time(stream, *s, cands, x, w, y, kTuneReps));
+  size_t best = 0;
+  for (size_t i = 1; i < ms.size(); ++i) {
+    if (ms[i] > 0 && (ms[best] <= 0 || ms[i] < ms[best] * (1.0 - kMinGain))) best = i;
   }
-  if (measure || !tune_) {
-    // The first planner to record a bucket's choice sets it for the process. (An m whose bucket
-    // was recorded at another m but that rejects that algorithm keeps its own choice.)
-    absl::MutexLock lock(&PlanMutex());
-    auto [p, inserted] = Plans().try_emplace(pk, s->algo);
-    if (!inserted) {
-      cublasLtMatmulHeuristicResult_t check{};
-      if (cublasLtMatmulAlgoCheck(handle_, s->desc, s->a, s->b, s->c, s->c, &p->second, &check) ==
-              CUBLAS_STATUS_SUCCESS &&
-          check.workspaceSize <= workspace_bytes_) {
-        s->algo = p->second;
-      }
+  s->algo = cands[best].algo;
+  ++plans_measured_;
+  tuning_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // The first planner to record a bucket's choice sets it for the process. (An m whose bucket was
+  // recorded at another m but that rejects that algorithm keeps its own choice.)
+  absl::MutexLock lock(&PlanMutex());
+  auto [p, inserted] = Plans().try_emplace(pk, s->algo);
+  if (!inserted) {
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(handle_, s->desc, s->a, s->b, s->c, s->c, &p->second, &check) ==
+            CUBLAS_STATUS_SUCCESS &&
+        check.workspaceSize <= workspace_bytes_) {
+      s->algo = p->second;
     }
-    s->settled = true;
   }
   return s;
 }

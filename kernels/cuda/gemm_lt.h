@@ -14,8 +14,10 @@
 //
 // Measuring runs the candidates on the caller's buffers (y is overwritten, x and w are only read)
 // and synchronizes the stream, so it never happens while the stream is being captured into a CUDA
-// graph: a missing plan there takes the heuristic's first choice, unrecorded. Callers that capture
-// graphs warm the shape up eagerly first (CudaLlamaModel does, in Prepare and before a capture).
+// graph: a missing plan there takes the heuristic's first choice until a call outside a capture
+// settles it. A serving engine measures its shapes up front (CudaLlamaModel::Prepare) and then
+// turns measuring off (set_measuring), so no step ever waits for a measurement: a bucket it did
+// not measure runs the heuristic's first choice.
 #pragma once
 
 #include <cublasLt.h>
@@ -56,6 +58,10 @@ class GemmPlanner {
                                                      const __nv_bfloat16* w, void* y, bool y_bf16,
                                                      int64_t m, int64_t n, int64_t k, int reps);
 
+  // Whether a shape class with no recorded plan is measured on first use (the default) or runs
+  // the heuristic's first choice.
+  void set_measuring(bool on) { measuring_ = on; }
+
   // Shape classes measured so far by this planner (not counting other planners' work).
   int64_t plans_measured() const { return plans_measured_; }
   double tuning_seconds() const { return tuning_seconds_; }
@@ -81,6 +87,7 @@ class GemmPlanner {
   void* workspace_;
   size_t workspace_bytes_;
   bool tune_;
+  bool measuring_ = true;
   int device_ = 0;
   std::map<std::tuple<int64_t, int64_t, int64_t, bool>, std::unique_ptr<Shape>> shapes_;
   int64_t plans_measured_ = 0;

@@ -4,14 +4,24 @@
 // mid-sequence and padding sequences (kv_len 0, which must give zeros) over a paged cache whose
 // blocks are handed out in shuffled order; cache slots no sequence owns hold NaN, so a kernel that
 // reads past a sequence's keys fails. Outputs (and split scratch) are poisoned with NaN first.
-// Attention runs with one split and with three splits of 64 keys, which must agree with the CPU to
-// a relative L2 error of 2e-2 (P is rounded to bf16 for the P·V product). Without CUDA in the
-// build, or without a device, the tests are skipped with the reason.
+// Attention runs with one split, three splits of 64 keys and two of 128, which must agree with the
+// CPU to a relative L2 error of 2e-2 (P is rounded to bf16 for the P·V product). Passes of at most
+// 16 rows (decode tiles, small prefill tiles) take the kernel's few-rows path, where the warps
+// split every key tile and merge at the end: its cases put lengths where some warps see no key at
+// all, at slice, tile and ring edges, and mix such tiles with bigger ones in a batch. Pure decode
+// batches (one token per tile: num_tiles == num_rows) take the decode kernel, one block per tile
+// and group of kv heads; its cases cover groups 1 to 16, head_dim 8 to 128, kv head counts that
+// are not a power of two, lengths around its 16-key slices and tiles up to 1000 keys, block sizes
+// 7 and 16, every kv-heads-per-block the kernel can take (forced through a testing hook) and, for
+// comparison, the tile kernel on the same batch; group 32 and head_dim 256 must fall back to the
+// tile kernel. Without CUDA in the build, or without a device, the tests are skipped with the
+// reason.
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <numeric>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -30,6 +40,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/fast_ops.h"
 #include "tests/kernels/cuda_testutil.h"
+
 #endif
 
 namespace dpinfer::kernels {
@@ -72,7 +83,26 @@ __nv_bfloat16* Bf16Ptr(DeviceBuffer<uint16_t>& buf) {
   return reinterpret_cast<__nv_bfloat16*>(buf.data());
 }
 
-class CudaAttentionTest : public cudatest::StreamTest {};
+// Sets the decode kernel's kv heads per block for its lifetime, then back to automatic.
+class DecodeHeadsPerBlock {
+ public:
+  explicit DecodeHeadsPerBlock(int heads) { gpu::SetAttentionDecodeHeadsPerBlock(heads); }
+  ~DecodeHeadsPerBlock() { gpu::SetAttentionDecodeHeadsPerBlock(0); }
+  DecodeHeadsPerBlock(const DecodeHeadsPerBlock&) = delete;
+  DecodeHeadsPerBlock& operator=(const DecodeHeadsPerBlock&) = delete;
+};
+
+struct AttentionCase;
+struct AttentionBatch;
+
+class CudaAttentionTest : public cudatest::StreamTest {
+ protected:
+  // Runs one batch through Attention with each (splits, kv_chunk) of the test (none; 64-key
+  // chunks; 128-key chunks, the last of which takes the rest of a long sequence) and each of
+  // `heads_per_block` (SetAttentionDecodeHeadsPerBlock), comparing with the CPU reference.
+  void ExpectMatchesCpu(const AttentionCase& c, const AttentionBatch& b,
+                        const std::vector<int>& heads_per_block);
+};
 
 // HF's inverse frequencies (theta^(-2i/d)), computed as the CPU Rope does without a table.
 std::vector<float> InvFreq(int64_t head_dim, float theta) {
@@ -367,18 +397,74 @@ std::vector<AttentionCase> AttentionCases() {
   cases.push_back({"tiny_llama_hd8_bs7", 8, 2, 8, 7, {{21, 21}, {130, 1}, {70, 12}}});
   cases.push_back({"tiny_granitemoe_hd16", 6, 2, 16, 16, {{25, 25}, {200, 1}, {90, 3}, {0, 2}}});
   cases.push_back({"tiny_mixtral_hd16", 4, 2, 16, 16, {{9, 9}, {66, 1}, {128, 40}}});
+
+  // The few-rows path: every decode tile (group rows) and prefill tiles of at most 16 rows. Its
+  // warps take 16 keys each of every 64-key tile (32-key tiles and 2 warps for head_dim 256), so
+  // contexts below 48 keys leave some warps with nothing; 1..17 keys around the first slice, 64 and
+  // 128 around tile edges, 192/193 around the three-stage ring, 500 wraps it several times.
+  {
+    AttentionCase c{"few_decode_slices_g4_hd64", 32, 8, 64, 16, {}};
+    for (int32_t len : {1,  2,  3,  8,   15,  16,  17,  31,  32,  33,  47,  48, 49,
+                        63, 64, 65, 127, 128, 129, 191, 192, 193, 257, 500, 0}) {
+      c.seqs.push_back({len, 1});
+    }
+    cases.push_back(c);
+  }
+  // Decode over groups 1, 2, 4, 8 and 16 (16 rows: the whole slice) and head_dim 8 to 256; the
+  // 8-warp blocks (group > 4) compute with 4 warps and only load with the rest.
+  struct FewShape {
+    const char* name;
+    int64_t heads, kv_heads, head_dim, block_size;
+  };
+  for (const FewShape f :
+       {FewShape{"few_decode_g1_hd8", 2, 2, 8, 16},
+        FewShape{"few_decode_g1_hd128_bs7", 4, 4, 128, 7},
+        FewShape{"few_decode_g2_hd8_bs7", 8, 4, 8, 7}, FewShape{"few_decode_g2_hd64", 8, 4, 64, 16},
+        FewShape{"few_decode_g4_hd8", 8, 2, 8, 16}, FewShape{"few_decode_g4_hd128", 8, 2, 128, 16},
+        FewShape{"few_decode_g4_hd256", 8, 2, 256, 16}, FewShape{"few_decode_g8_hd8", 8, 1, 8, 16},
+        FewShape{"few_decode_g8_hd64_bs7", 16, 2, 64, 7},
+        FewShape{"few_decode_g8_hd128", 16, 2, 128, 16},
+        FewShape{"few_decode_g16_hd64", 16, 1, 64, 16}}) {
+    AttentionCase c{f.name, f.heads, f.kv_heads, f.head_dim, f.block_size, {}};
+    for (int32_t len : {1, 2, 15, 16, 17, 33, 40, 63, 64, 65, 128, 129, 200, 0}) {
+      c.seqs.push_back({len, 1});
+    }
+    cases.push_back(c);
+  }
+  // Prefill tiles of at most 16 rows (group 1 up to 16 tokens, group 4 up to 4, ...), chunks that
+  // start mid-sequence (so, with splits, rows before a split's first key), padding with several
+  // rows, and sequences whose tiles take both paths (a 16-token tile of 64 rows, then 1 token).
+  cases.push_back({"few_prefill_g1_hd64",
+                   4,
+                   4,
+                   64,
+                   16,
+                   {{16, 16}, {18, 18}, {70, 16}, {130, 5}, {1, 1}, {0, 3}, {64, 16}}});
+  cases.push_back({"few_prefill_g4_hd8_bs7",
+                   8,
+                   2,
+                   8,
+                   7,
+                   {{4, 4}, {66, 4}, {100, 3}, {17, 17}, {0, 4}, {129, 2}}});
+  cases.push_back(
+      {"few_prefill_g2_hd128", 8, 4, 128, 16, {{8, 8}, {129, 8}, {65, 7}, {40, 9}, {0, 8}}});
+  cases.push_back(
+      {"few_prefill_g8_hd64", 16, 2, 64, 16, {{2, 2}, {65, 2}, {200, 2}, {33, 3}, {128, 1}}});
+  cases.push_back({"few_prefill_g4_hd256", 8, 2, 256, 16, {{4, 4}, {70, 4}, {20, 20}, {33, 2}}});
   return cases;
 }
 
-TEST_F(CudaAttentionTest, AttentionMatchesCpuPagedAttention) {
-  std::mt19937 rng(202);
-  for (const AttentionCase& c : AttentionCases()) {
-    const AttentionBatch b = MakeBatch(c, *cpu_, rng);
-    for (int64_t num_splits : {1, 3}) {
+void CudaAttentionTest::ExpectMatchesCpu(const AttentionCase& c, const AttentionBatch& b,
+                                         const std::vector<int>& heads_per_block) {
+  const std::pair<int64_t, int64_t> kSplits[] = {{1, 0}, {3, 64}, {2, 128}};
+  for (const int heads : heads_per_block) {
+    const DecodeHeadsPerBlock forced(heads);
+    for (const auto& [num_splits, kv_chunk] : kSplits) {
       SCOPED_TRACE(testing::Message() << c.name << " heads=" << c.num_heads << "/" << c.num_kv_heads
                                       << " head_dim=" << c.head_dim << " block=" << c.block_size
-                                      << " splits=" << num_splits);
-      auto d = Upload(c, b, num_splits, 64);
+                                      << " splits=" << num_splits << " kv_chunk=" << kv_chunk
+                                      << " decode_heads_per_block=" << heads);
+      auto d = Upload(c, b, num_splits, kv_chunk);
       ASSERT_EQ(gpu::Attention(stream_, d->args), cudaSuccess);
       Sync();
       const auto out_bits = Down(d->out);
@@ -399,29 +485,108 @@ TEST_F(CudaAttentionTest, AttentionMatchesCpuPagedAttention) {
   }
 }
 
+TEST_F(CudaAttentionTest, AttentionMatchesCpuPagedAttention) {
+  std::mt19937 rng(202);
+  for (const AttentionCase& c : AttentionCases()) {
+    const AttentionBatch b = MakeBatch(c, *cpu_, rng);
+    // Pure decode batches take the decode kernel; the tile kernel (its few-rows path) as well.
+    ExpectMatchesCpu(c, b,
+                     b.num_tiles == b.num_rows ? std::vector<int>{0, -1} : std::vector<int>{0});
+  }
+}
+
+// Pure decode batches (one token per sequence): the decode kernel. Lengths: padding (0), one key,
+// around the 16-key slice of a warp (15..17), around the 64-key tiles of 2 heads per block and the
+// 64-key split chunks (63..65), several tiles (200) and many, wrapping the three-stage ring (1000).
+std::vector<AttentionCase> DecodeCases() {
+  const int32_t kLens[] = {0, 1, 15, 16, 17, 63, 64, 65, 200, 1000};
+  struct Shape {
+    const char* name;
+    int64_t heads, kv_heads, head_dim, block_size;
+  };
+  std::vector<AttentionCase> cases;
+  for (const Shape s : {
+           Shape{"decode_g1_hd64", 8, 8, 64, 16},
+           Shape{"decode_g1_hd128_bs7", 4, 4, 128, 7},
+           Shape{"decode_g2_hd8", 4, 2, 8, 16},
+           Shape{"decode_g2_hd16_bs7", 8, 4, 16, 7},
+           Shape{"decode_g4_hd8_bs7", 8, 2, 8, 7},
+           Shape{"decode_g4_hd16", 8, 2, 16, 16},
+           Shape{"decode_g4_hd64_llama1b", 32, 8, 64, 16},
+           Shape{"decode_g4_hd128_8x128_bs7", 32, 8, 128, 7},  // 2 KB of K per key slot
+           Shape{"decode_g8_hd64_bs7", 16, 2, 64, 7},
+           Shape{"decode_g8_hd128", 32, 4, 128, 16},
+           Shape{"decode_g8_hd16", 8, 1, 16, 16},
+           Shape{"decode_g16_hd64", 16, 1, 64, 16},  // 16 rows: the whole A fragment
+           // kv heads not a power of two: blocks with idle warps, a last block with fewer heads;
+           // head_dim 80 and 32 padded in shared memory.
+           Shape{"decode_g3_hd80_kv3", 9, 3, 80, 16},
+           Shape{"decode_g2_hd32_kv5_bs7", 10, 5, 32, 7},
+           Shape{"decode_g2_hd64_kv16", 32, 16, 64, 16},  // at least two blocks per token
+           // Outside the decode kernel: the tile kernel takes them.
+           Shape{"fallback_decode_g32_hd64", 32, 1, 64, 16},
+           Shape{"fallback_decode_hd256", 4, 2, 256, 16},
+       }) {
+    AttentionCase c{s.name, s.heads, s.kv_heads, s.head_dim, s.block_size, {}};
+    for (const int32_t len : kLens) c.seqs.push_back({len, 1});
+    cases.push_back(c);
+  }
+  // A batch big enough for 8 kv heads per block to be the automatic choice on a large GPU.
+  AttentionCase many{"decode_many_g4_hd64", 32, 8, 64, 16, {}};
+  for (int i = 0; i < 160; ++i) many.seqs.push_back({kLens[(i * 7) % 10], 1});
+  cases.push_back(many);
+  return cases;
+}
+
+TEST_F(CudaAttentionTest, DecodeKernelMatchesCpuPagedAttention) {
+  std::mt19937 rng(205);
+  for (const AttentionCase& c : DecodeCases()) {
+    const AttentionBatch b = MakeBatch(c, *cpu_, rng);
+    ASSERT_EQ(b.num_tiles, b.num_rows) << c.name << ": not a pure decode batch";
+    // Automatic, each kv-heads-per-block (1: 8 warps split a head's keys, 128-key tiles; 8: a warp
+    // per head, 16-key tiles), and the tile kernel.
+    ExpectMatchesCpu(c, b, {0, 1, 2, 4, 8, -1});
+  }
+}
+
 // A decode step is replayed from a CUDA graph: the launch must capture (no allocation, no
-// synchronization) and the replay must give what the direct launch gave.
+// synchronization) and the replay must give what the direct launch gave. A batch with a prefill
+// tile (the tile kernel) and pure decode batches (the decode kernel), with and without splits.
 TEST_F(CudaAttentionTest, AttentionCapturesIntoGraph) {
   std::mt19937 rng(203);
-  AttentionCase c{"graph", 8, 2, 64, 16, {{1, 1}, {150, 1}, {300, 1}, {0, 1}, {65, 17}}};
-  const AttentionBatch b = MakeBatch(c, *cpu_, rng);
-  auto direct = Upload(c, b, 3, 64);
-  ASSERT_EQ(gpu::Attention(stream_, direct->args), cudaSuccess);
-  Sync();
-  auto captured = Upload(c, b, 3, 64);
-  cudaGraph_t graph = nullptr;
-  ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal), cudaSuccess);
-  const cudaError_t launch = gpu::Attention(stream_, captured->args);
-  ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess);
-  ASSERT_EQ(launch, cudaSuccess);
-  cudaGraphExec_t exec = nullptr;
-  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
-  ASSERT_EQ(cudaGraphLaunch(exec, stream_), cudaSuccess);
-  Sync();
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  EXPECT_EQ(Down(captured->out), Down(direct->out));
-  EXPECT_LT(RelErr(FromBf16(Down(captured->out)), b.ref), kAttentionTol);
+  struct GraphCase {
+    AttentionCase c;
+    int64_t num_splits, kv_chunk;
+  };
+  const GraphCase cases[] = {
+      {{"graph_mixed", 8, 2, 64, 16, {{1, 1}, {150, 1}, {300, 1}, {0, 1}, {65, 17}}}, 3, 64},
+      {{"graph_decode", 32, 8, 64, 16, {{1, 1}, {150, 1}, {300, 1}, {0, 1}, {1000, 1}, {65, 1}}},
+       3,
+       64},
+      {{"graph_decode_hd128_bs7", 8, 2, 128, 7, {{17, 1}, {0, 1}, {500, 1}}}, 1, 0},
+  };
+  for (const GraphCase& g : cases) {
+    const AttentionCase& c = g.c;
+    SCOPED_TRACE(c.name);
+    const AttentionBatch b = MakeBatch(c, *cpu_, rng);
+    auto direct = Upload(c, b, g.num_splits, g.kv_chunk);
+    ASSERT_EQ(gpu::Attention(stream_, direct->args), cudaSuccess);
+    Sync();
+    auto captured = Upload(c, b, g.num_splits, g.kv_chunk);
+    cudaGraph_t graph = nullptr;
+    ASSERT_EQ(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal), cudaSuccess);
+    const cudaError_t launch = gpu::Attention(stream_, captured->args);
+    ASSERT_EQ(cudaStreamEndCapture(stream_, &graph), cudaSuccess);
+    ASSERT_EQ(launch, cudaSuccess);
+    cudaGraphExec_t exec = nullptr;
+    ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream_), cudaSuccess);
+    Sync();
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    EXPECT_EQ(Down(captured->out), Down(direct->out));
+    EXPECT_LT(RelErr(FromBf16(Down(captured->out)), b.ref), kAttentionTol);
+  }
 }
 
 TEST_F(CudaAttentionTest, RejectsArgumentsItCannotHandle) {

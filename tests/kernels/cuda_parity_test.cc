@@ -235,6 +235,16 @@ TEST_F(CudaParityTest, GemmPlannerMatchesCpu) {
   EXPECT_EQ(p.plans_measured(), before + 1);
   EXPECT_LT(RelErr(Down(dy), g.ref), 1e-2) << "after capture";
 
+  // With measuring off (a serving engine after Prepare), a new shape runs the heuristic's first
+  // choice at once: correct, and nothing measured.
+  p.set_measuring(false);
+  const Bf16Gemm h = MakeBf16Gemm(700, 320, 96, rng, cpu_.get());
+  auto dh = Poisoned(h.m * h.n);
+  ASSERT_TRUE(p.Run(stream_, h.xp(), h.wp(), dh.data(), false, h.m, h.n, h.k).ok());
+  Sync();
+  EXPECT_EQ(p.plans_measured(), before + 1);
+  EXPECT_LT(RelErr(Down(dh), h.ref), 1e-2) << "not measured";
+
   // Bad arguments fail alone, by name.
   EXPECT_FALSE(p.Run(stream_, nullptr, g.wp(), dy.data(), false, g.m, g.n, g.k).ok());
   EXPECT_FALSE(p.Run(stream_, g.xp(), g.wp(), dy.data(), false, -1, g.n, g.k).ok());
@@ -714,6 +724,194 @@ TEST_F(CudaParityTest, BadArgumentsAreRecordedNotFatal) {
   EXPECT_EQ(gpu_->status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(gpu_->status().message().find("head_dim"), std::string::npos) << gpu_->status();
   gpu_->ClearStatus();
+}
+
+// The vectorised paths of the bf16 row-wise and element-wise ops (16-byte loads where the row is a
+// multiple of 8 elements and every pointer is 16-byte aligned, scalar kernels otherwise): odd and
+// tiny rows, several rows per warp, 1/2/4 groups per thread, long rows, large t, and pointers one
+// element off alignment. Beyond the relative L2 bound, every bf16 output must be within one bf16
+// ulp of the CPU's fp32 result rounded to bf16, and the elements around the written range must
+// stay untouched.
+
+// Largest distance, in bf16 ulps, between bf16 values `got` and fp32 values `want` rounded to bf16
+// (INT_MAX when got holds a non-finite value).
+int MaxBf16UlpDiff(const std::vector<float>& got, const std::vector<float>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  const auto ordered = [](float f) {
+    const int32_t b = Bf16Bits(f);
+    return (b & 0x8000) != 0 ? -(b & 0x7fff) : b;
+  };
+  int worst = 0;
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<int>::max();
+    worst = std::max(worst, std::abs(ordered(got[i]) - ordered(want[i])));
+  }
+  return worst;
+}
+
+// [offset, offset + n) of a downloaded buffer, and whether everything outside it is still NaN.
+template <typename T>
+std::vector<T> Slice(const std::vector<T>& v, int64_t offset, int64_t n) {
+  return std::vector<T>(v.begin() + offset, v.begin() + offset + n);
+}
+bool OutsideIsNaN(const std::vector<float>& v, int64_t offset, int64_t n) {
+  for (int64_t i = 0; i < static_cast<int64_t>(v.size()); ++i) {
+    if ((i < offset || i >= offset + n) && !std::isnan(v[i])) return false;
+  }
+  return true;
+}
+// A host vector placed at `offset` inside a NaN-padded vector of n + 2 elements.
+std::vector<float> Padded(const std::vector<float>& v, int64_t offset) {
+  std::vector<float> out(v.size() + 2, kNaN);
+  std::copy(v.begin(), v.end(), out.begin() + offset);
+  return out;
+}
+
+TEST_F(CudaParityTest, RmsNormToBf16VectorPathsAndOffsets) {
+  std::mt19937 rng(121);
+  // (m, d): 1 / 4 / 8 / 32 lanes per row (several rows per warp), one group per thread
+  // (d <= 2048), two (<= 8192), four (<= 16384), too long (16392) and not a multiple of 8 (the
+  // generic kernel), large t.
+  const std::pair<int64_t, int64_t> shapes[] = {
+      {1, 8}, {3, 24},     {300, 64},   {5, 256},  {2, 264},  {7, 96},    {17, 100},  {5, 19},
+      {1, 1}, {256, 2048}, {256, 3072}, {9, 5120}, {3, 8192}, {2, 16384}, {2, 16392}, {4096, 2048}};
+  for (const auto& [m, d] : shapes) {
+    for (const int64_t offset : {0, 1}) {
+      if (m * d > (1 << 20) && offset == 1) continue;  // the big shape once, aligned
+      SCOPED_TRACE(testing::Message() << "m=" << m << " d=" << d << " offset=" << offset);
+      const auto x = Random(m * d, rng, 2.0f), w = Random(d, rng), delta = Random(m * d, rng);
+      const float eps = 1e-5f, scale = 0.22f;
+      const int64_t n = m * d;
+      // RmsNormToBf16 against RmsNorm.
+      std::vector<float> want(n);
+      cpu_->RmsNorm({x.data(), w.data(), want.data(), m, d, eps});
+      auto dx = Up(Padded(x, offset)), dw = Up(Padded(w, offset));
+      auto ddelta = Up(Padded(delta, offset));
+      auto dout = PoisonedBf16(n + 2);
+      ASSERT_EQ(gpu::RmsNormToBf16(stream_, dx.data() + offset, dw.data() + offset,
+                                   dout.data() + offset, m, d, eps),
+                cudaSuccess);
+      Sync();
+      auto got = FromBf16(Down(dout));
+      EXPECT_TRUE(OutsideIsNaN(got, offset, n)) << "RmsNormToBf16 wrote outside its rows";
+      got = Slice(got, offset, n);
+      EXPECT_LE(RelErr(got, RoundedToBf16(want)), 1e-2);
+      EXPECT_LE(MaxBf16UlpDiff(got, want), 1) << "RmsNormToBf16";
+      // AddRmsNormToBf16 against Add then RmsNorm; out one bf16 off alignment when offset is 1
+      // (the residual and x stay aligned only for the first run). The residual must match the
+      // CPU's to fp32 rounding (the GPU fuses x + delta * scale into one FMA, the CPU rounds the
+      // product first, which matters where the sum cancels); the bf16 output is held to one ulp of
+      // the CPU norm of the GPU's own residual.
+      std::vector<float> residual(n);
+      cpu_->Add({x.data(), delta.data(), residual.data(), n, scale});
+      dout = PoisonedBf16(n + 2);
+      ASSERT_EQ(gpu::AddRmsNormToBf16(stream_, dx.data() + offset, ddelta.data() + offset,
+                                      dw.data() + offset, dout.data() + offset, m, d, eps, scale),
+                cudaSuccess);
+      Sync();
+      const auto got_residual = Down(dx);
+      EXPECT_TRUE(OutsideIsNaN(got_residual, offset, n)) << "residual written outside its rows";
+      EXPECT_LE(RelErr(Slice(got_residual, offset, n), residual), kFp32Tol);
+      const auto gpu_residual = Slice(got_residual, offset, n);
+      cpu_->RmsNorm({gpu_residual.data(), w.data(), want.data(), m, d, eps});
+      got = FromBf16(Down(dout));
+      EXPECT_TRUE(OutsideIsNaN(got, offset, n)) << "AddRmsNormToBf16 wrote outside its rows";
+      got = Slice(got, offset, n);
+      EXPECT_LE(RelErr(got, RoundedToBf16(want)), 1e-2);
+      EXPECT_LE(MaxBf16UlpDiff(got, want), 1) << "AddRmsNormToBf16";
+    }
+  }
+}
+
+// The fp32 RMSNorms share the vectorised kernel: the shapes the older tests miss, in place too.
+TEST_F(CudaParityTest, RmsNormFp32VectorPaths) {
+  std::mt19937 rng(122);
+  for (const auto& [m, d] :
+       {std::pair<int64_t, int64_t>{3, 24}, {2, 264}, {5, 3072}, {3, 8192}, {2, 16384}, {40, 8}}) {
+    for (bool in_place : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "m=" << m << " d=" << d << " in_place=" << in_place);
+      const auto residual = Random(m * d, rng), x = Random(m * d, rng), w = Random(d, rng);
+      std::vector<float> ref(m * d), ref_residual(m * d), ref_fused(m * d);
+      cpu_->RmsNorm({x.data(), w.data(), ref.data(), m, d, 1e-6f});
+      cpu_->Add({residual.data(), x.data(), ref_residual.data(), m * d, 0.5f});
+      cpu_->RmsNorm({ref_residual.data(), w.data(), ref_fused.data(), m, d, 1e-6f});
+      auto dx = Up(x), dw = Up(w), dres = Up(residual);
+      auto dy = Poisoned(m * d);
+      gpu_->RmsNorm({dx.data(), dw.data(), in_place ? dx.data() : dy.data(), m, d, 1e-6f});
+      Sync();
+      EXPECT_LT(RelErr(Down(in_place ? dx : dy), ref), kFp32Tol);
+      dx = Up(x);
+      dy = Poisoned(m * d);
+      float* out = in_place ? dx.data() : dy.data();  // out aliases x
+      ASSERT_TRUE(
+          FusedAddRmsNorm(stream_, {dres.data(), dx.data(), dw.data(), out, m, d, 1e-6f, 0.5f})
+              .ok());
+      Sync();
+      EXPECT_LT(RelErr(Down(dres), ref_residual), kFp32Tol);
+      EXPECT_LT(RelErr(Down(in_place ? dx : dy), ref_fused), kFp32Tol);
+    }
+  }
+}
+
+TEST_F(CudaParityTest, SiluMulFusedVectorPathsAndOffsets) {
+  std::mt19937 rng(123);
+  for (const auto& [m, n] : {std::pair<int64_t, int64_t>{1, 8},
+                             {3, 13},
+                             {4, 1},
+                             {9, 160},
+                             {5, 28672},
+                             {256, 8192},
+                             {2048, 8192}}) {
+    SCOPED_TRACE(testing::Message() << "m=" << m << " n=" << n);
+    const auto gate_up = RoundedToBf16(Random(m * 2 * n, rng, 2.0f));
+    std::vector<float> gate(m * n), up(m * n), want(m * n);
+    for (int64_t r = 0; r < m; ++r) {
+      std::copy_n(gate_up.begin() + r * 2 * n, n, gate.begin() + r * n);
+      std::copy_n(gate_up.begin() + r * 2 * n + n, n, up.begin() + r * n);
+    }
+    cpu_->SiluMul({gate.data(), up.data(), want.data(), m, n});
+    std::vector<float> by_offset[2];
+    for (const int64_t offset : {0, 1}) {  // 1: both pointers one bf16 off 16-byte alignment
+      SCOPED_TRACE(testing::Message() << "offset=" << offset);
+      auto din = Up(ToBf16(Padded(gate_up, offset)));
+      auto dout = PoisonedBf16(m * n + 2);
+      ASSERT_EQ(gpu::SiluMulFusedToBf16(stream_, din.data() + offset, dout.data() + offset, m, n),
+                cudaSuccess);
+      Sync();
+      const auto all = FromBf16(Down(dout));
+      EXPECT_TRUE(OutsideIsNaN(all, offset, m * n)) << "wrote outside [0, m * n)";
+      by_offset[offset] = Slice(all, offset, m * n);
+      EXPECT_LE(RelErr(by_offset[offset], RoundedToBf16(want)), 1e-2);
+      EXPECT_LE(MaxBf16UlpDiff(by_offset[offset], want), 1);
+    }
+    // Element-wise: the vector and the scalar kernels compute the same bits.
+    EXPECT_EQ(0, std::memcmp(by_offset[0].data(), by_offset[1].data(), 4 * m * n));
+  }
+}
+
+TEST_F(CudaParityTest, EmbeddingBf16VectorPathsAndOffsets) {
+  std::mt19937 rng(124);
+  for (const int64_t hidden : {8, 13, 96, 2048}) {
+    for (const int64_t offset : {0, 1}) {
+      SCOPED_TRACE(testing::Message() << "hidden=" << hidden << " offset=" << offset);
+      const int64_t vocab = 50, t = 9;
+      const auto table = RoundedToBf16(Random(vocab * hidden, rng));
+      std::vector<int32_t> ids(t);
+      for (int64_t i = 0; i < t; ++i) ids[i] = static_cast<int32_t>((i * 17 + 3) % vocab);
+      std::vector<float> want(t * hidden);
+      cpu_->Embedding({ids.data(), table.data(), want.data(), t, vocab, hidden, 0.5f});
+      auto dtable = Up(ToBf16(Padded(table, offset)));
+      auto dids = Up(ids);
+      auto dout = Poisoned(t * hidden + 2);
+      ASSERT_EQ(gpu::EmbeddingBf16(stream_, dids.data(), dtable.data() + offset,
+                                   dout.data() + offset, t, hidden, 0.5f),
+                cudaSuccess);
+      Sync();
+      const auto all = Down(dout);
+      EXPECT_TRUE(OutsideIsNaN(all, offset, t * hidden));
+      EXPECT_EQ(Slice(all, offset, t * hidden), want);
+    }
+  }
 }
 
 #endif  // DPINFER_HAVE_CUDA

@@ -40,14 +40,27 @@ absl::Status ValidateBatch(const ForwardBatch& batch, int64_t vocab_size) {
         "ForwardBatch: token_ids, positions, token_seq and slot_mapping must be non-empty and of "
         "one length");
   }
-  for (int32_t id : batch.token_ids) {
-    if (id < 0 || id >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside the vocabulary"));
+  // One branch-free pass per array (an out-of-range value, negative ones included, is a large
+  // unsigned one); the offending value is looked for only when there is one.
+  const auto any_outside = [](const std::vector<int32_t>& v, int64_t limit) {
+    if (limit <= 0) return !v.empty();
+    const uint64_t bound = static_cast<uint64_t>(limit);
+    bool outside = false;
+    for (const int32_t x : v) outside |= static_cast<uint64_t>(static_cast<int64_t>(x)) >= bound;
+    return outside;
+  };
+  if (any_outside(batch.token_ids, vocab_size)) {
+    for (int32_t id : batch.token_ids) {
+      if (id < 0 || id >= vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("token id ", id, " outside the vocabulary"));
+      }
     }
   }
-  for (int32_t row : batch.logit_rows) {
-    if (row < 0 || row >= t) {
-      return absl::InvalidArgumentError(absl::StrCat("logit row ", row, " outside the batch"));
+  if (any_outside(batch.logit_rows, t)) {
+    for (int32_t row : batch.logit_rows) {
+      if (row < 0 || row >= t) {
+        return absl::InvalidArgumentError(absl::StrCat("logit row ", row, " outside the batch"));
+      }
     }
   }
   return absl::OkStatus();
@@ -812,8 +825,9 @@ absl::Status CudaLlamaModel::Prepare(int64_t max_tokens, int64_t max_seqs,
 absl::Status CudaLlamaModel::TuneGemms(int64_t max_tokens, int64_t max_logits) {
   // Every GEMM shape of a step at the m buckets (GemmPlanner::MBucket) of decode batches, which
   // graph captures need ready (they cannot measure), and of the largest step. Buckets in between
-  // (mixed prefill + decode steps) are measured on first use. The inputs are whatever the buffers
-  // hold: only the kernels' speed matters here.
+  // (mixed prefill + decode steps) then run cuBLASLt's first choice: measuring stops here, so no
+  // serving step waits for one. The inputs are whatever the buffers hold: only the kernels' speed
+  // matters here.
   const ModelConfig& c = config_;
   if (layers_.empty()) return absl::OkStatus();
   const Layer& ly = layers_[0];
@@ -848,6 +862,7 @@ absl::Status CudaLlamaModel::TuneGemms(int64_t max_tokens, int64_t max_logits) {
     }
   }
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream_));
+  gemm_->set_measuring(false);
   return absl::OkStatus();
 }
 
@@ -917,51 +932,66 @@ absl::Status CudaLlamaModel::UploadStep(const ForwardBatch& b, const std::vector
   const int64_t seqs = b.max_blocks_per_seq > 0
                            ? static_cast<int64_t>(b.block_tables.size()) / b.max_blocks_per_seq
                            : 0;
-  for (int64_t i = 0; i < d.tokens; ++i) {
-    const bool real = i < t;
-    h[l.token_ids + i] = real ? b.token_ids[i] : 0;
-    h[l.positions + i] = real ? b.positions[i] : 0;
-    h[l.slots + i] = real ? b.slot_mapping[i] : -1;  // padding rows store no K/V
-  }
-  for (int64_t i = 0; i < d.logits; ++i) h[l.logit_rows + i] = i < n ? b.logit_rows[i] : i;
+  // The batch's rows in bulk, then padding rows: token 0 at position 0 storing no K/V (slot -1),
+  // and logit rows 1:1.
+  const int64_t real_tokens = std::min(t, d.tokens);
+  std::copy_n(b.token_ids.data(), real_tokens, h + l.token_ids);
+  std::copy_n(b.positions.data(), real_tokens, h + l.positions);
+  std::copy_n(b.slot_mapping.data(), real_tokens, h + l.slots);
+  std::fill(h + l.token_ids + real_tokens, h + l.token_ids + d.tokens, 0);
+  std::fill(h + l.positions + real_tokens, h + l.positions + d.tokens, 0);
+  std::fill(h + l.slots + real_tokens, h + l.slots + d.tokens, -1);
+  const int64_t real_logits = std::min(n, d.logits);
+  std::copy_n(b.logit_rows.data(), real_logits, h + l.logit_rows);
+  for (int64_t i = real_logits; i < d.logits; ++i) h[l.logit_rows + i] = static_cast<int32_t>(i);
   // q_start / kv_len from the runs; padding sequences own one row each (graphs pad 1:1).
   int32_t* q_start = h + l.q_start;
   int32_t* kv_len = h + l.kv_len;
+  const int32_t* token_seq = b.token_seq.data();
+  const int32_t* positions = b.positions.data();
   int64_t tiles = 0;
   int64_t i = 0;
   for (int64_t s = 0; s < d.seqs; ++s) {
     q_start[s] = static_cast<int32_t>(i);
     if (s < seqs) {
       const int64_t begin = i;
-      while (i < t && b.token_seq[i] == s) ++i;
-      kv_len[s] = i > begin ? b.positions[i - 1] + 1 : 0;
+      while (i < t && token_seq[i] == s) ++i;
+      kv_len[s] = i > begin ? positions[i - 1] + 1 : 0;
     } else {
       kv_len[s] = 0;
       if (padded) ++i;
     }
     for (int64_t r = q_start[s]; r < i; r += kernels::gpu::kAttentionTileRows) {
-      h[l.tile_seq + tiles] = static_cast<int32_t>(s);
-      h[l.tile_row + tiles] = static_cast<int32_t>(r);
+      if (tiles < d.tiles) {  // a miscount is reported below, never written past the list
+        h[l.tile_seq + tiles] = static_cast<int32_t>(s);
+        h[l.tile_row + tiles] = static_cast<int32_t>(r);
+      }
       ++tiles;
     }
   }
   q_start[d.seqs] = static_cast<int32_t>(i);
   // FastDims (eager) and the graph buckets (one tile per sequence) size the list exactly.
   if (tiles != d.tiles) return absl::InternalError("CudaLlamaModel: attention tiles miscounted");
+  // Block tables re-laid to d.width columns, zeros past a row's own.
   const int64_t src_w = b.max_blocks_per_seq;
-  for (int64_t s = 0; s < d.seqs; ++s) {
-    int32_t* row = h + l.block_tables + s * d.width;
-    const int64_t copy = s < seqs ? std::min(src_w, d.width) : 0;
-    if (copy > 0) std::copy_n(b.block_tables.begin() + s * src_w, copy, row);
-    std::fill(row + copy, row + d.width, 0);
+  const int64_t cols = std::min(src_w, d.width);
+  const int32_t* src = b.block_tables.data();
+  int32_t* row = h + l.block_tables;
+  for (int64_t s = 0; s < d.seqs; ++s, row += d.width) {
+    int64_t k = 0;
+    if (s < seqs) {
+      for (; k < cols; ++k) row[k] = src[s * src_w + k];
+    }
+    for (; k < d.width; ++k) row[k] = 0;
   }
   float* temperature = reinterpret_cast<float*>(h + l.temperature);
   float* top_p = reinterpret_cast<float*>(h + l.top_p);
   uint64_t* seed = reinterpret_cast<uint64_t*>(h + l.seed);
   uint64_t* step = reinterpret_cast<uint64_t*>(h + l.step);
+  const int64_t real_rows =
+      rows != nullptr ? std::min(static_cast<int64_t>(rows->size()), d.logits) : 0;
   for (int64_t r = 0; r < d.logits; ++r) {
-    const bool real = rows != nullptr && r < static_cast<int64_t>(rows->size());
-    const SampleRow row = real ? (*rows)[r] : SampleRow{0.0f, -1, 1.0f, 0, 0};
+    const SampleRow row = r < real_rows ? (*rows)[r] : SampleRow{0.0f, -1, 1.0f, 0, 0};
     temperature[r] = row.temperature;
     h[l.top_k + r] = row.top_k;
     top_p[r] = row.top_p;

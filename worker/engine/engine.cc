@@ -8,12 +8,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <string_view>
 #include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "kernels/backend.h"
+#include "worker/engine/engine_testing.h"
 #include "worker/engine/kv_cache.h"
 #include "worker/engine/llama_model.h"
 #include "worker/engine/model.h"
@@ -253,7 +255,9 @@ class CudaModel final : public Model {
 
 class EngineImpl final : public Engine {
  public:
-  absl::Status Init(const EngineOptions& options);
+  // Loads the config and tokenizer from options.model_dir, then the model, unless `model` is
+  // given (CreateEngineWithModel): then the KV cache is block accounting only.
+  absl::Status Init(const EngineOptions& options, std::unique_ptr<Model> model = nullptr);
 
   absl::Status Add(Request request) override;
   absl::Status Step(std::vector<Result>* finished) override;
@@ -271,9 +275,9 @@ class EngineImpl final : public Engine {
  private:
   // Appends a sampled token and applies the stop conditions; true when the sequence is done.
   bool AppendToken(Sequence* seq, int32_t token, FinishReason* reason);
-  // Adds released text and looks for a stop string in the new tail; on a match truncates the
-  // text before it and returns true.
-  bool AppendText(Sequence* seq, const std::string& piece);
+  // Looks for a stop string ending in `piece`, the text the detokenizer just released; on a
+  // match records where the text ends (seq->text_end, before the stop string) and returns true.
+  bool StopStringIn(Sequence* seq, std::string_view piece);
 
   EngineOptions options_;
   ModelConfig config_;
@@ -287,13 +291,16 @@ class EngineImpl final : public Engine {
   std::unique_ptr<Scheduler> scheduler_;
   std::unordered_set<uint64_t> live_ids_;
   std::mt19937_64 seed_rng_{std::random_device{}()};
+  // Step's working state, kept so that a step allocates nothing once they have grown.
+  SchedulerOutput sched_;
   ForwardBatch batch_;
+  std::vector<Sequence*> to_sample_;  // the sequences of specs_, in order
   std::vector<SampleSpec> specs_;
   std::vector<int32_t> tokens_;
   EngineStats stats_;
 };
 
-absl::Status EngineImpl::Init(const EngineOptions& o) {
+absl::Status EngineImpl::Init(const EngineOptions& o, std::unique_ptr<Model> model) {
   options_ = o;
   if (o.max_num_seqs < 1 || o.max_num_batched_tokens < 1 || o.kv_block_size < 1) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -308,7 +315,7 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--dtype must be float32 or bfloat16, got \"", o.dtype, "\""));
   }
-  device_ = o.device;
+  device_ = model != nullptr ? "cpu" : o.device;
   if (device_ != "cpu") {
     const std::string reason = CudaUnavailableReason();
     if (!reason.empty() && device_ == "cuda") {
@@ -346,7 +353,13 @@ absl::Status EngineImpl::Init(const EngineOptions& o) {
         absl::StrFormat("kv_cache_tokens %d cannot hold one sequence of max_model_len %d tokens",
                         o.kv_cache_tokens, max_model_len_));
   }
-  if (device_ == "cpu") {
+  if (model != nullptr) {
+    const int64_t kv_tokens =
+        o.kv_cache_tokens > 0 ? o.kv_cache_tokens : int64_t{o.max_num_seqs} * max_model_len_;
+    cache_ = std::make_unique<KvCache>(0, (kv_tokens + o.kv_block_size - 1) / o.kv_block_size,
+                                       o.kv_block_size, config_.num_kv_heads, config_.head_dim);
+    model_ = std::move(model);
+  } else if (device_ == "cpu") {
     const int64_t kv_bytes_per_token =
         2 * config_.num_layers * config_.num_kv_heads * config_.head_dim * int64_t{sizeof(float)};
     int64_t kv_tokens = o.kv_cache_tokens;
@@ -420,19 +433,19 @@ absl::Status EngineImpl::Add(Request request) {
   return absl::OkStatus();
 }
 
-bool EngineImpl::AppendText(Sequence* seq, const std::string& piece) {
-  if (piece.empty()) return false;
-  const size_t old_len = seq->text.size();
-  seq->text += piece;
+bool EngineImpl::StopStringIn(Sequence* seq, std::string_view piece) {
+  if (piece.empty() || seq->params.stop.empty()) return false;
+  const std::string& text = seq->detokenizer->text();  // ends with `piece`
+  const size_t old_len = text.size() - piece.size();
   size_t best = std::string::npos;
   for (const std::string& s : seq->params.stop) {
     // A match must end inside the new piece; it may start up to s.size() - 1 bytes before it.
     const size_t from = old_len >= s.size() - 1 ? old_len - (s.size() - 1) : 0;
-    const size_t pos = seq->text.find(s, from);
+    const size_t pos = text.find(s, from);
     if (pos != std::string::npos) best = std::min(best, pos);
   }
   if (best == std::string::npos) return false;
-  seq->text.resize(best);
+  seq->text_end = best;
   return true;
 }
 
@@ -448,26 +461,27 @@ bool EngineImpl::AppendToken(Sequence* seq, int32_t token, FinishReason* reason)
   if (is_eos || is_stop_id) {
     // The stop id stays out of the text; what the detokenizer held back is released.
     *reason = FinishReason::kStop;
-    AppendText(seq, seq->detokenizer->Finish());
+    StopStringIn(seq, seq->detokenizer->FinishPiece());
     return true;
   }
-  if (AppendText(seq, seq->detokenizer->Append(token))) {
+  if (StopStringIn(seq, seq->detokenizer->AppendPiece(token))) {
     *reason = FinishReason::kStop;
     return true;
   }
   if (static_cast<int64_t>(seq->output_ids.size()) >= p.max_tokens) {
-    *reason =
-        AppendText(seq, seq->detokenizer->Finish()) ? FinishReason::kStop : FinishReason::kLength;
+    *reason = StopStringIn(seq, seq->detokenizer->FinishPiece()) ? FinishReason::kStop
+                                                                 : FinishReason::kLength;
     return true;
   }
   return false;
 }
 
 absl::Status EngineImpl::Step(std::vector<Result>* finished) {
-  SchedulerOutput sched = scheduler_->Schedule();
+  SchedulerOutput& sched = sched_;
+  scheduler_->Schedule(&sched);
   if (sched.scheduled.empty()) return absl::OkStatus();
 
-  // Flatten the scheduled work into one batch.
+  // Flatten the scheduled work into one batch. The vectors keep their capacity from step to step.
   ForwardBatch& b = batch_;
   b.token_ids.clear();
   b.positions.clear();
@@ -480,15 +494,17 @@ absl::Status EngineImpl::Step(std::vector<Result>* finished) {
         std::max<int64_t>(b.max_blocks_per_seq, static_cast<int64_t>(s.seq->block_table.size()));
   }
   const int64_t num_seqs = static_cast<int64_t>(sched.scheduled.size());
-  b.block_tables.assign(num_seqs * b.max_blocks_per_seq, 0);
-  std::vector<Sequence*> to_sample;
+  b.block_tables.resize(num_seqs * b.max_blocks_per_seq);
+  to_sample_.clear();
   specs_.clear();
   int64_t context_tokens = 0;
   for (int64_t r = 0; r < num_seqs; ++r) {
     const ScheduledSeq& s = sched.scheduled[r];
     Sequence* seq = s.seq;
-    std::copy(seq->block_table.begin(), seq->block_table.end(),
-              b.block_tables.begin() + r * b.max_blocks_per_seq);
+    // The row: the sequence's blocks, unused entries 0.
+    const auto row = b.block_tables.begin() + r * b.max_blocks_per_seq;
+    const auto row_end = std::copy(seq->block_table.begin(), seq->block_table.end(), row);
+    std::fill(row_end, row + b.max_blocks_per_seq, 0);
     const int64_t end = seq->num_computed + s.num_tokens;
     context_tokens += end;
     for (int64_t pos = seq->num_computed; pos < end; ++pos) {
@@ -502,7 +518,7 @@ absl::Status EngineImpl::Step(std::vector<Result>* finished) {
     // Only a sequence whose every token is now cached gets a next token.
     if (end == seq->num_tokens()) {
       b.logit_rows.push_back(static_cast<int32_t>(b.token_ids.size() - 1));
-      to_sample.push_back(seq);
+      to_sample_.push_back(seq);
       specs_.push_back({&seq->params, seq->seed, seq->output_ids.size()});
     }
   }
@@ -512,8 +528,15 @@ absl::Status EngineImpl::Step(std::vector<Result>* finished) {
   stats_.last_step_tokens = b.num_tokens();
   stats_.last_step_context_tokens = context_tokens;
 
-  for (size_t i = 0; i < to_sample.size(); ++i) {
-    Sequence* seq = to_sample[i];
+  // Each sequence's new token is looked up in the tokenizer's tables: a random id of a large
+  // vocabulary misses the cache, so the lookups are started a few sequences ahead.
+  constexpr size_t kPrefetchAhead = 8;
+  for (size_t i = 0; i < std::min(kPrefetchAhead, to_sample_.size()); ++i) {
+    tokenizer_->Prefetch(tokens_[i]);
+  }
+  for (size_t i = 0; i < to_sample_.size(); ++i) {
+    if (i + kPrefetchAhead < to_sample_.size()) tokenizer_->Prefetch(tokens_[i + kPrefetchAhead]);
+    Sequence* seq = to_sample_[i];
     const int32_t token = tokens_[i];
     FinishReason reason;
     if (!AppendToken(seq, token, &reason)) continue;
@@ -522,7 +545,8 @@ absl::Status EngineImpl::Step(std::vector<Result>* finished) {
     ++stats_.finished_requests;
     Result r;
     r.id = done->id;
-    r.text = std::move(done->text);
+    r.text = done->detokenizer->TakeText();
+    if (done->text_end != std::string::npos) r.text.resize(done->text_end);
     r.output_ids = std::move(done->output_ids);
     r.prompt_tokens = static_cast<int32_t>(done->prompt_ids.size());
     r.finish_reason = reason;
@@ -550,6 +574,14 @@ EngineStats EngineImpl::stats() const {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& options) {
   auto engine = std::make_unique<EngineImpl>();
   RETURN_IF_ERROR(engine->Init(options));
+  return std::unique_ptr<Engine>(std::move(engine));
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngineWithModel(const EngineOptions& options,
+                                                              std::unique_ptr<Model> model) {
+  if (model == nullptr) return absl::InvalidArgumentError("CreateEngineWithModel: no model");
+  auto engine = std::make_unique<EngineImpl>();
+  RETURN_IF_ERROR(engine->Init(options, std::move(model)));
   return std::unique_ptr<Engine>(std::move(engine));
 }
 

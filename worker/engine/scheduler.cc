@@ -16,8 +16,10 @@ void Scheduler::PreemptLast() {
   ++preemptions_;
 }
 
-SchedulerOutput Scheduler::Schedule() {
-  SchedulerOutput out;
+void Scheduler::Schedule(SchedulerOutput* result) {
+  SchedulerOutput& out = *result;
+  out.scheduled.clear();
+  out.num_tokens = 0;
   int64_t budget = max_num_batched_tokens_;
   bool preempted = false;
   // Running sequences first, oldest first: they already hold cache, so finishing them frees it.
@@ -52,7 +54,6 @@ SchedulerOutput Scheduler::Schedule() {
     out.num_tokens += n;
     budget -= n;
   }
-  return out;
 }
 
 std::unique_ptr<Sequence> Scheduler::Finish(Sequence* seq) {

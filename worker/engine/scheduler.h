@@ -27,8 +27,9 @@ struct Sequence {
   uint64_t seed = 0;
   int64_t num_computed = 0;          // leading tokens whose K/V are in the cache
   std::vector<int32_t> block_table;  // KvCache blocks, in logical order
+  // Holds the generated text released so far (the result's text, up to text_end).
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
-  std::string text;  // generated text released so far
+  size_t text_end = std::string::npos;  // where a stop string cut the text
 
   int64_t num_tokens() const { return static_cast<int64_t>(prompt_ids.size() + output_ids.size()); }
   int32_t token(int64_t i) const {
@@ -56,8 +57,9 @@ class Scheduler {
         cache_(cache) {}
 
   void AddWaiting(std::unique_ptr<Sequence> seq) { waiting_.push_back(std::move(seq)); }
-  // Picks this step's work and allocates its cache blocks. The engine advances num_computed.
-  SchedulerOutput Schedule();
+  // Picks this step's work into `out` (its old contents dropped, its capacity reused) and
+  // allocates the cache blocks. The engine advances num_computed.
+  void Schedule(SchedulerOutput* out);
   // Removes a running sequence (finished), freeing its blocks.
   std::unique_ptr<Sequence> Finish(Sequence* seq);
   // Removes a waiting or running sequence by id (abort); nullptr when unknown.

@@ -46,6 +46,50 @@ bool EndsWithIncompleteUtf8(std::string_view text) {
   return false;
 }
 
+// True when `bytes` ends inside a UTF-8 sequence that more bytes could still make well-formed: a
+// proper prefix of one by the rules of the lossy decoding (tokenizer.cc's ScanUtf8: no overlong
+// forms, surrogates or code points past U+10FFFF). Only such an ending makes the lossy text of
+// `bytes` + more differ from the text of `bytes` followed by the text of the more: every other
+// sequence, well-formed or not, is decided by bytes of its own.
+bool EndsInsideSequence(std::string_view bytes) {
+  // The last sequence starts at the last byte that is not a continuation byte (10xxxxxx); one that
+  // starts 4 or more bytes back is complete or decided.
+  size_t j = bytes.size();
+  while (j > 0 && bytes.size() - j < 3 &&
+         (static_cast<unsigned char>(bytes[j - 1]) & 0xC0) == 0x80) {
+    --j;
+  }
+  if (j == 0) return false;
+  --j;
+  const unsigned char c = static_cast<unsigned char>(bytes[j]);
+  const size_t have = bytes.size() - j;
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c == 0xE0) {
+    n = 3, lo = 0xA0;
+  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+    n = 3;
+  } else if (c == 0xED) {
+    n = 3, hi = 0x9F;
+  } else if (c == 0xF0) {
+    n = 4, lo = 0x90;
+  } else if (c >= 0xF1 && c <= 0xF3) {
+    n = 4;
+  } else if (c == 0xF4) {
+    n = 4, hi = 0x8F;
+  } else {
+    return false;  // ASCII, a continuation byte or a byte that starts no sequence
+  }
+  if (have >= n) return false;
+  if (have >= 2) {
+    const unsigned char second = static_cast<unsigned char>(bytes[j + 1]);
+    if (second < lo || second > hi) return false;
+  }
+  return true;
+}
+
 // Start of the UTF-8 character holding byte `i` (walks back over continuation bytes).
 size_t CharStart(std::string_view text, size_t i) {
   while (i > 0 && i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) --i;
@@ -64,20 +108,21 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer* tokenizer,
   prefix_offset_ = read_offset_ > kInitialContext ? read_offset_ - kInitialContext : 0;
 }
 
-std::string IncrementalDetokenizer::Append(int32_t id) {
+std::string_view IncrementalDetokenizer::AppendPiece(int32_t id) {
   ids_.push_back(id);
   return Release(/*flush=*/false);
 }
 
-std::string IncrementalDetokenizer::Finish() { return Release(/*flush=*/true); }
+std::string_view IncrementalDetokenizer::FinishPiece() { return Release(/*flush=*/true); }
 
-std::string IncrementalDetokenizer::DecodeWindow(size_t end) const {
-  const std::vector<int32_t> window(ids_.begin() + prefix_offset_, ids_.begin() + end);
-  return tokenizer_->Decode(window, skip_special_tokens_);
+void IncrementalDetokenizer::DecodeWindow(size_t end, std::string* out) const {
+  out->clear();
+  tokenizer_->DecodeAppend(ids_.data() + prefix_offset_, end - prefix_offset_, skip_special_tokens_,
+                           out);
 }
 
 bool IncrementalDetokenizer::Renders(int32_t id) const {
-  return !tokenizer_->IdToToken(id).empty() && !(skip_special_tokens_ && tokenizer_->IsSpecial(id));
+  return tokenizer_->Renders(id, skip_special_tokens_);
 }
 
 // The context must render as it does inside the whole sequence, or the difference is wrong:
@@ -113,10 +158,46 @@ bool IncrementalDetokenizer::EndsInByteRun() const {
   return false;
 }
 
-std::string IncrementalDetokenizer::Release(bool flush) {
+bool IncrementalDetokenizer::ContextEndsOnBoundary() const {
+  // The context's last 3 bytes decide it (see EndsInsideSequence).
+  char tail[3];
+  size_t have = 0;
+  for (size_t i = read_offset_; i > prefix_offset_ && have < 3; --i) {
+    const std::string_view b = tokenizer_->TokenBytes(ids_[i - 1], skip_special_tokens_);
+    for (size_t k = b.size(); k > 0 && have < 3; --k) tail[2 - have++] = b[k - 1];
+  }
+  return !EndsInsideSequence(std::string_view(tail + 3 - have, have));
+}
+
+std::string_view IncrementalDetokenizer::Release(bool flush) {
+  const size_t prefix_before = prefix_offset_;
   WidenContext();
-  const std::string prefix_text = DecodeWindow(read_offset_);
-  const std::string new_text = DecodeWindow(ids_.size());
+  if (prefix_offset_ != prefix_before) context_on_boundary_ = false;
+  if (tokenizer_->DecodesJoinedBytes() && (context_on_boundary_ || ContextEndsOnBoundary())) {
+    // The window's text is then the context's text followed by the new ids' own text, so the
+    // general rule below reduces to this without decoding the context: nothing new rendered
+    // <=> the new text is empty; the window ends as the new text does; the piece is the new text.
+    const size_t old_size = text_.size();
+    tokenizer_->DecodeAppend(ids_.data() + read_offset_, ids_.size() - read_offset_,
+                             skip_special_tokens_, &text_);
+    const std::string_view piece = std::string_view(text_).substr(old_size);
+    if (!flush && (piece.empty() || piece.ends_with(kReplacementChar) ||
+                   EndsWithIncompleteUtf8(piece) || EndsInByteRun())) {
+      text_.resize(old_size);
+      return {};
+    }
+    prefix_offset_ = read_offset_;
+    read_offset_ = ids_.size();
+    // The new context is those ids, whose text does not end in U+FFFD, which it would if their
+    // bytes ended inside a sequence (the lossy decoding turns that tail into one U+FFFD).
+    context_on_boundary_ = !flush;
+    return piece;
+  }
+  context_on_boundary_ = false;
+  DecodeWindow(read_offset_, &prefix_text_);
+  DecodeWindow(ids_.size(), &new_text_);
+  const std::string& prefix_text = prefix_text_;
+  const std::string& new_text = new_text_;
   // Hold back while nothing new rendered, while the newest bytes are an unfinished character
   // (ByteFallback and ByteLevel render those as U+FFFD until the rest arrives), and while the
   // window ends in an open run of byte-fallback tokens: a later byte that makes the run invalid
@@ -124,12 +205,10 @@ std::string IncrementalDetokenizer::Release(bool flush) {
   // released text cannot change.
   if (!flush && (new_text.size() <= prefix_text.size() || new_text.ends_with(kReplacementChar) ||
                  EndsWithIncompleteUtf8(new_text) || EndsInByteRun())) {
-    return "";
+    return {};
   }
-  std::string piece;
-  if (new_text.starts_with(prefix_text)) {
-    piece = new_text.substr(prefix_text.size());
-  } else {
+  size_t from = prefix_text.size();
+  if (!new_text.starts_with(prefix_text)) {
     // The new tokens changed how the context renders (a byte run that was a complete character
     // became invalid and turned into U+FFFDs). Released text cannot be taken back, so release
     // from the first difference, cut at a character boundary so the piece stays valid UTF-8.
@@ -137,12 +216,13 @@ std::string IncrementalDetokenizer::Release(bool flush) {
         std::mismatch(prefix_text.begin(), prefix_text.end(), new_text.begin(), new_text.end())
             .first -
         prefix_text.begin();
-    piece = new_text.substr(CharStart(new_text, common));
+    from = CharStart(new_text, common);
   }
   prefix_offset_ = read_offset_;
   read_offset_ = ids_.size();
-  text_ += piece;
-  return piece;
+  const size_t old_size = text_.size();
+  text_.append(new_text, std::min(from, new_text.size()));
+  return std::string_view(text_).substr(old_size);
 }
 
 }  // namespace dpinfer::engine

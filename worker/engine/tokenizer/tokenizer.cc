@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -90,6 +91,10 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
 // Byte offset of the first ill-formed sequence, or npos when `s` is valid UTF-8.
 size_t FindInvalidUtf8(std::string_view s) {
   for (size_t i = 0; i < s.size();) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {  // ASCII, the common case, without the scan
+      ++i;
+      continue;
+    }
     const size_t n = Utf8SequenceLength(s, i);
     if (n == 0) return i;
     i += n;
@@ -613,6 +618,9 @@ class Decoder {
   virtual void DecodeChain(std::vector<std::string>* tokens) const = 0;
   // True when "<0xXX>" tokens are turned into the bytes they name.
   virtual bool HasByteFallback() const { return false; }
+  // True when the chain is exactly one ByteLevel decoder: the text of a list of tokens is then
+  // the lossy UTF-8 of the concatenation of each token's own bytes (see ByteLevelDecoder).
+  virtual bool IsByteLevel() const { return false; }
 };
 
 class ReplaceDecoder : public Decoder {
@@ -688,27 +696,32 @@ class ByteFallbackDecoder : public Decoder {
 class ByteLevelDecoder : public Decoder {
  public:
   void DecodeChain(std::vector<std::string>* tokens) const override {
-    const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::Get();
     std::string bytes;
-    for (const std::string& token : *tokens) {
-      const size_t mark = bytes.size();
-      for (size_t i = 0; i < token.size();) {
-        const size_t n = Utf8SequenceLength(token, i);
-        const int byte = n == 0 ? -1 : alphabet.Byte(DecodeUtf8(token, i, n));
-        if (byte < 0) {
-          bytes.resize(mark);
-          bytes.append(token);
-          break;
-        }
-        bytes.push_back(static_cast<char>(byte));
-        i += n;
-      }
-    }
+    for (const std::string& token : *tokens) AppendTokenBytes(token, &bytes);
     std::string text;
     text.reserve(bytes.size());
     AppendUtf8Lossy(bytes, &text);
     tokens->clear();
     tokens->push_back(std::move(text));
+  }
+  bool IsByteLevel() const override { return true; }
+
+  // Appends the bytes `token` stands for: its characters' bytes, or its own UTF-8 when one of them
+  // stands for no byte. Each token's bytes depend on that token alone.
+  static void AppendTokenBytes(std::string_view token, std::string* bytes) {
+    const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::Get();
+    const size_t mark = bytes->size();
+    for (size_t i = 0; i < token.size();) {
+      const size_t n = Utf8SequenceLength(token, i);
+      const int byte = n == 0 ? -1 : alphabet.Byte(DecodeUtf8(token, i, n));
+      if (byte < 0) {
+        bytes->resize(mark);
+        bytes->append(token);
+        return;
+      }
+      bytes->push_back(static_cast<char>(byte));
+      i += n;
+    }
   }
 };
 
@@ -756,6 +769,7 @@ class SequenceDecoder : public Decoder {
     return std::any_of(steps_.begin(), steps_.end(),
                        [](const auto& step) { return step->HasByteFallback(); });
   }
+  bool IsByteLevel() const override { return steps_.size() == 1 && steps_[0]->IsByteLevel(); }
 
  private:
   std::vector<std::unique_ptr<Decoder>> steps_;
@@ -1166,7 +1180,7 @@ class BpeModel {
 // ---------------------------------------------------------------------------------------------
 // The tokenizer: the pipeline stages above, plus the id ↔ token tables.
 
-class HfTokenizer : public Tokenizer {
+class HfTokenizer final : public Tokenizer {
  public:
   static absl::StatusOr<std::unique_ptr<HfTokenizer>> Create(const Json& j,
                                                              const LoadContext& ctx) {
@@ -1252,6 +1266,56 @@ class HfTokenizer : public Tokenizer {
     return absl::StrJoin(tokens, "");
   }
 
+  void DecodeAppend(const int32_t* ids, size_t n, bool skip_special_tokens,
+                    std::string* out) const override {
+    if (!byte_level_) {
+      Tokenizer::DecodeAppend(ids, n, skip_special_tokens, out);
+      return;
+    }
+    // ByteLevel: each token's bytes come from the table, then one lossy UTF-8 pass, as
+    // ByteLevelDecoder::DecodeChain renders them; the common valid case needs no second buffer.
+    const size_t start = out->size();
+    for (size_t i = 0; i < n; ++i) out->append(TokenBytes(ids[i], skip_special_tokens));
+    const size_t bad = FindInvalidUtf8(std::string_view(*out).substr(start));
+    if (bad == std::string_view::npos) return;
+    // The bytes before the first ill-formed sequence are whole characters and stay as they are.
+    const size_t from = start + bad;
+    char small[64];
+    std::string large;
+    std::string_view rest;
+    if (out->size() - from <= sizeof(small)) {
+      rest = std::string_view(small, out->copy(small, sizeof(small), from));
+    } else {
+      large = out->substr(from);
+      rest = large;
+    }
+    out->resize(from);
+    AppendUtf8Lossy(rest, out);
+  }
+
+  bool DecodesJoinedBytes() const override { return byte_level_; }
+  std::string_view TokenBytes(int32_t id, bool skip_special_tokens) const override {
+    // Decode's rule: ids with no token, and skipped specials, add nothing.
+    const uint8_t skip = kKnown | (skip_special_tokens ? kSpecial : 0);
+    if (id < 0 || id >= vocab_size()) return {};
+    const IdEntry& e = entries_[id];
+    if ((e.flags & skip) != kKnown) return {};
+    if (e.size != IdEntry::kLong) return std::string_view(e.bytes, e.size);
+    uint32_t offset, size;
+    std::memcpy(&offset, e.bytes, sizeof(offset));
+    std::memcpy(&size, e.bytes + sizeof(offset), sizeof(size));
+    return std::string_view(long_bytes_).substr(offset, size);
+  }
+
+  void Prefetch(int32_t id) const override {
+    if (id >= 0 && id < vocab_size()) __builtin_prefetch(&entries_[id]);
+  }
+
+  bool Renders(int32_t id, bool skip_special_tokens) const override {
+    if (id < 0 || id >= vocab_size()) return false;
+    return (entries_[id].flags & (kHasText | (skip_special_tokens ? kSpecial : 0))) == kHasText;
+  }
+
   int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
   bool IsSpecial(int32_t id) const override { return id >= 0 && id < vocab_size() && special_[id]; }
   int32_t TokenToId(std::string_view token) const override {
@@ -1300,6 +1364,28 @@ class HfTokenizer : public Tokenizer {
         raw_matcher_.Add(token.content, &token);
       }
     }
+    byte_level_ = decoder_ != nullptr && decoder_->IsByteLevel();
+    entries_.assign(size, IdEntry{});
+    std::string bytes;
+    for (int32_t id = 0; id < size; ++id) {
+      IdEntry& e = entries_[id];
+      e.flags = (known_[id] ? kKnown : 0) | (special_[id] ? kSpecial : 0) |
+                (id_to_token_[id].empty() ? 0 : kHasText);
+      if (!byte_level_) continue;
+      bytes.clear();
+      ByteLevelDecoder::AppendTokenBytes(id_to_token_[id], &bytes);
+      if (bytes.size() <= sizeof(e.bytes)) {
+        e.size = static_cast<uint8_t>(bytes.size());
+        bytes.copy(e.bytes, bytes.size());
+      } else {
+        e.size = IdEntry::kLong;
+        const uint32_t offset = static_cast<uint32_t>(long_bytes_.size());
+        const uint32_t length = static_cast<uint32_t>(bytes.size());
+        std::memcpy(e.bytes, &offset, sizeof(offset));
+        std::memcpy(e.bytes + sizeof(offset), &length, sizeof(length));
+        long_bytes_ += bytes;
+      }
+    }
   }
 
   std::unique_ptr<Normalizer> normalizer_;
@@ -1317,6 +1403,20 @@ class HfTokenizer : public Tokenizer {
   std::vector<bool> special_;
   std::vector<bool> byte_token_;
   absl::flat_hash_map<std::string, int32_t> token_to_id_;
+  // What the incremental detokenizer asks of every generated id (Renders, TokenBytes), in one
+  // 16-byte entry per id so that a random id costs one cache line: known_, special_, whether the
+  // token's text is non-empty, and with a ByteLevel decoder the token's bytes, inline when short.
+  static constexpr uint8_t kKnown = 1, kSpecial = 2, kHasText = 4;
+  struct IdEntry {
+    static constexpr uint8_t kLong = 255;  // `size` of bytes kept in long_bytes_
+    uint8_t flags = 0;
+    uint8_t size = 0;  // inline byte count, or kLong: `bytes` holds a uint32 offset and size
+    char bytes[14] = {};
+  };
+  static_assert(sizeof(IdEntry) == 16);
+  bool byte_level_ = false;  // the decoder is one ByteLevel: TokenBytes serves Decode
+  std::vector<IdEntry> entries_;
+  std::string long_bytes_;
 };
 
 }  // namespace
