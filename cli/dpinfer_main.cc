@@ -1,16 +1,24 @@
 // dpinfer: the command-line client. `run` is the one-command offline job; submit / status /
 // results / cancel / workers talk to a running coordinator; make-model writes the small
 // random-weight model the quickstart uses; tokenize / detokenize run the model's tokenizer.
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
-#include "cli/check_logits.h"
+#include "cli/check_logits_flags.h"
 #include "cli/client.h"
 #include "cli/make_model.h"
 #include "cli/run.h"
 #include "cli/tokenize_cmd.h"
+#include "common/subprocess.h"
 
 namespace {
 
@@ -18,6 +26,40 @@ std::string DefaultCoordinator() {
   const char* v = std::getenv("DPINFER_COORDINATOR");
   return v != nullptr && *v != '\0' ? v : "127.0.0.1:8470";
 }
+
+// `dpinfer submit --timing`: how long each phase of the client's service path took, on stderr,
+// with the unix times of main() and of the job's start and end on the coordinator (same host:
+// same clock), so that a caller who timed the whole command can tell process start-up, the time
+// before the first dispatch and the time after the last result apart (bench/gpu/service_bench.sh).
+class PhaseTimer {
+ public:
+  using Clock = std::chrono::steady_clock;
+  PhaseTimer(bool enabled, Clock::time_point start)
+      : enabled_(enabled), start_(start), last_(start) {}
+  void Mark(const char* phase) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    absl::StrAppendFormat(&text_, "%s%s %.1f ms", text_.empty() ? "" : " | ", phase,
+                          std::chrono::duration<double, std::milli>(now - last_).count());
+    last_ = now;
+  }
+  void Print(const dpinfer::v1::Job& job) const {
+    if (!enabled_) return;
+    const double now_unix =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const double main_unix =
+        now_unix - std::chrono::duration<double>(Clock::now() - start_).count();
+    std::cerr << absl::StrFormat(
+        "dpinfer: timing: %s; unix times: main %.6f, job started %.6f, finished %.6f\n", text_,
+        main_unix, job.started_at(), job.finished_at());
+  }
+
+ private:
+  const bool enabled_;
+  const Clock::time_point start_;
+  Clock::time_point last_;
+  std::string text_;
+};
 
 int Fail(const absl::Status& s) {
   std::cerr << "dpinfer: " << s.message() << "\n";
@@ -33,9 +75,26 @@ void PrintJob(const dpinfer::v1::Job& job) {
   std::cout << "\n";
 }
 
+// check-logits runs in its sibling binary (see check_logits_main.cc), with the arguments that
+// follow the subcommand; they have already been checked here.
+int ExecCheckLogits(int argc, char** argv) {
+  const std::string binary = dpinfer::SelfExeDir() + "/" + dpinfer::cli::kCheckLogitsBinary;
+  std::vector<char*> args = {const_cast<char*>(binary.c_str())};
+  int i = 1;
+  while (i < argc && std::strcmp(argv[i], "check-logits") != 0) ++i;
+  for (++i; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  std::cout.flush();
+  execv(binary.c_str(), args.data());
+  std::cerr << "dpinfer: cannot run " << binary
+            << " (check-logits lives there): " << std::strerror(errno) << "\n";
+  return 2;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  const auto main_entered = std::chrono::steady_clock::now();
   CLI::App app{"dpinfer: data-parallel batch LLM inference"};
   app.require_subcommand(1);
   std::string coordinator = DefaultCoordinator();
@@ -69,6 +128,8 @@ int main(int argc, char** argv) {
   submit->add_option("--name", name, "job name");
   submit->add_flag("--no-wait", no_wait, "print the job id and return");
   submit->add_option("--timeout", timeout_s, "seconds to wait for the job");
+  bool timing = false;
+  submit->add_flag("--timing", timing, "print the time of each client phase on stderr");
 
   auto* status = app.add_subcommand("status", "show a job (or every job without JOB)");
   add_coordinator(status);
@@ -102,18 +163,7 @@ int main(int argc, char** argv) {
   dpinfer::cli::CheckLogitsOptions cl;
   auto* check_logits = app.add_subcommand(
       "check-logits", "compare the model's logits with a reference (e.g. HF transformers')");
-  check_logits->add_option("--model", cl.model_dir, "HF model directory")->required();
-  check_logits
-      ->add_option("--reference", cl.reference_path,
-                   "safetensors with input_ids [B,T] and logits [B,T,V]")
-      ->required();
-  check_logits->add_option("--backend", cl.backend, "cpu or cuda");
-  check_logits->add_option("--dtype", cl.dtype,
-                           "float32, or bfloat16 (bf16 weights and GEMMs; --backend cuda only)");
-  check_logits->add_option(
-      "--tolerance", cl.tolerance,
-      "max error relative to max |reference logit| (default 1e-4; 2e-2 with --dtype bfloat16)");
-  check_logits->add_option("--threads", cl.num_threads, "CPU threads (default: all cores)");
+  dpinfer::cli::AddCheckLogitsFlags(check_logits, &cl);
 
   dpinfer::cli::TokenizeOptions tok;
   auto* tokenize = app.add_subcommand(
@@ -139,7 +189,7 @@ int main(int argc, char** argv) {
     if (run.output_path.empty()) return Fail(absl::InvalidArgumentError("--output is required"));
     return dpinfer::cli::RunJob(run);
   }
-  if (check_logits->parsed()) return dpinfer::cli::RunCheckLogits(cl, std::cout, std::cerr);
+  if (check_logits->parsed()) return ExecCheckLogits(argc, argv);
   if (make_model->parsed()) {
     absl::Status s = dpinfer::cli::MakeTinyModel(mm);
     if (!s.ok()) return Fail(s);
@@ -151,20 +201,28 @@ int main(int argc, char** argv) {
     if (!no_wait && output.empty()) {
       return Fail(absl::InvalidArgumentError("--output is required unless --no-wait"));
     }
+    PhaseTimer timer(timing, main_entered);
+    timer.Mark("setup");
     auto lines = dpinfer::cli::ReadLines(input);
     if (!lines.ok()) return Fail(lines.status());
+    timer.Mark("read");
     auto job = client.Submit(*lines, name.empty() ? input : name);
     if (!job.ok()) return Fail(job.status());
+    timer.Mark("submit");
     if (no_wait) {
       std::cout << job->id() << "\n";
       return 0;
     }
     auto done = client.Wait(job->id(), timeout_s, nullptr);
     if (!done.ok()) return Fail(done.status());
+    timer.Mark("wait");
     auto lines_out = client.Results(job->id());
     if (!lines_out.ok()) return Fail(lines_out.status());
+    timer.Mark("results");
     absl::Status s = dpinfer::cli::WriteLines(output, *lines_out);
     if (!s.ok()) return Fail(s);
+    timer.Mark("write");
+    timer.Print(*done);
     std::cout << dpinfer::cli::SummaryLine(*done) << "\n";
     return done->state() == dpinfer::v1::JOB_STATE_COMPLETED ? 0 : 1;
   }

@@ -2,7 +2,9 @@
 // here with a message naming the field and value, not later as a puzzling worker error) but never
 // throws: every problem lands in BatchRequest::status, and the custom_id is recovered whenever the
 // line still parses far enough to have one, so the 400 result maps back to the caller's request.
-// Rendering builds the output lines with ordered_json so the keys keep OpenAI's documented order.
+// Output lines keep OpenAI's documented key order: error lines are built as ordered_json trees;
+// success lines, one per result on the coordinator's hot path, are written out directly (the same
+// bytes, with nlohmann escaping every string).
 #include "coordinator/batch_format.h"
 
 #include <cmath>
@@ -203,10 +205,17 @@ absl::Status ParsePrompt(const Json& prompt, v1::WorkItem& item) {
         Describe(prompt), "; a list of prompts is not supported, put one prompt per line"));
   }
   v1::TokenIds* ids = item.mutable_token_ids();
+  ids->mutable_ids()->Reserve(static_cast<int>(prompt.size()));
   for (size_t i = 0; i < prompt.size(); ++i) {
+    const Json& v = prompt[i];
+    // The common case without building the field name, which only a message needs.
+    if (v.is_number_unsigned() && v.get<uint64_t>() <= std::numeric_limits<int32_t>::max()) {
+      ids->add_ids(static_cast<int32_t>(v.get<uint64_t>()));
+      continue;
+    }
     absl::StatusOr<int64_t> id =
-        GetInteger(prompt[i], absl::StrCat(kField, "[", i, "]"), 0,
-                   std::numeric_limits<int32_t>::max(), "must be a token id in [0, 2^31)");
+        GetInteger(v, absl::StrCat(kField, "[", i, "]"), 0, std::numeric_limits<int32_t>::max(),
+                   "must be a token id in [0, 2^31)");
     if (!id.ok()) return id.status();
     ids->add_ids(static_cast<int32_t>(*id));
   }
@@ -405,6 +414,14 @@ Json CustomIdJson(const BatchRequest& request) {
 
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
+// Appends `s` as Dump() writes a JSON string value: quoted, escaped, ill-formed UTF-8 replaced.
+void AppendJsonString(std::string& out, std::string_view s) {
+  nlohmann::detail::serializer<Json> serializer(nlohmann::detail::output_adapter<char>(out), ' ',
+                                                Json::error_handler_t::replace);
+  serializer.dump(Json(std::string(s)), /*pretty_print=*/false, /*ensure_ascii=*/false,
+                  /*indent_step=*/0);
+}
+
 }  // namespace
 
 BatchRequest ParseBatchLine(std::string_view line, int64_t index, int64_t line_number) {
@@ -426,28 +443,36 @@ BatchRequest ParseBatchLine(std::string_view line, int64_t index, int64_t line_n
 
 std::string RenderSuccess(const BatchRequest& request, const v1::Completion& completion,
                           const std::string& job_id, const std::string& model, int64_t created) {
+  // Written directly rather than built as an ordered_json tree and dumped: this runs once per
+  // result under the coordinator's lock, and the last wave of a job's results arrives at once.
+  // The bytes are the same as Dump() of the tree {"id", "custom_id", "response": {"status_code",
+  // "request_id", "body": {...}}, "error": null}: strings go through nlohmann's own escaping.
   const int64_t completion_tokens = completion.output_ids_size();
-  Json choice = {{"index", 0},
-                 {"text", completion.text()},
-                 {"logprobs", nullptr},
-                 {"finish_reason", completion.finish_reason()}};
-  Json body = {{"id", absl::StrCat("cmpl-", job_id, "-", request.index)},
-               {"object", "text_completion"},
-               {"created", created},
-               {"model", model},
-               {"choices", Json::array({std::move(choice)})},
-               {"usage",
-                {{"prompt_tokens", completion.prompt_tokens()},
-                 {"completion_tokens", completion_tokens},
-                 {"total_tokens", completion.prompt_tokens() + completion_tokens}}}};
-  Json out = {{"id", absl::StrCat("batch_req_", job_id, "_", request.index)},
-              {"custom_id", CustomIdJson(request)},
-              {"response",
-               {{"status_code", 200},
-                {"request_id", absl::StrCat(job_id, "-", request.index)},
-                {"body", std::move(body)}}},
-              {"error", nullptr}};
-  return Dump(out);
+  const int64_t prompt_tokens = completion.prompt_tokens();
+  std::string out;
+  out.reserve(completion.text().size() + 2 * job_id.size() + model.size() + 400);
+  out += "{\"id\":";
+  AppendJsonString(out, absl::StrCat("batch_req_", job_id, "_", request.index));
+  out += ",\"custom_id\":";
+  if (request.custom_id) {
+    AppendJsonString(out, *request.custom_id);
+  } else {
+    out += "null";
+  }
+  out += ",\"response\":{\"status_code\":200,\"request_id\":";
+  AppendJsonString(out, absl::StrCat(job_id, "-", request.index));
+  out += ",\"body\":{\"id\":";
+  AppendJsonString(out, absl::StrCat("cmpl-", job_id, "-", request.index));
+  absl::StrAppend(&out, ",\"object\":\"text_completion\",\"created\":", created, ",\"model\":");
+  AppendJsonString(out, model);
+  out += ",\"choices\":[{\"index\":0,\"text\":";
+  AppendJsonString(out, completion.text());
+  out += ",\"logprobs\":null,\"finish_reason\":";
+  AppendJsonString(out, completion.finish_reason());
+  absl::StrAppend(&out, "}],\"usage\":{\"prompt_tokens\":", prompt_tokens,
+                  ",\"completion_tokens\":", completion_tokens,
+                  ",\"total_tokens\":", prompt_tokens + completion_tokens, "}}},\"error\":null}");
+  return out;
 }
 
 std::string RenderError(const BatchRequest& request, const std::string& job_id, int status_code,

@@ -141,14 +141,17 @@ class Coordinator {
   using Callbacks = std::vector<std::function<void()>>;
 
   // Parses submitted lines into a job's requests (blank lines skipped, duplicate custom_ids
-  // refused).
-  static std::unique_ptr<Job> ParseJob(const std::vector<std::string>& lines);
+  // refused), on several threads.
+  static std::unique_ptr<Job> ParseJob(const std::vector<std::string_view>& lines);
   // Makes a parsed job live: applies results already known (a restored job), records the parse
   // errors, seeds unseeded requests and queues the rest.
   void ActivateJobLocked(Job* job, const std::map<int64_t, StoredResult>* known,
                          Callbacks* after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PersistJobLocked(const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MonitorLoop();
+  bool MonitorShouldWakeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || dispatch_wanted_;
+  }
   // Declares dead workers, starts health checks, dispatches; returns work to run unlocked.
   void CheckWorkersLocked(Callbacks* after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLocked(Callbacks* after) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -183,6 +186,8 @@ class Coordinator {
   std::set<std::pair<std::string, int64_t>> hung_processes_ ABSL_GUARDED_BY(mu_);
   int64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // New pending work (a job, re-queued requests, a worker to take them): wakes the monitor.
+  bool dispatch_wanted_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void(int64_t, const std::string&)> death_hook_ ABSL_GUARDED_BY(mu_);
   std::thread monitor_;
   // Health checks in flight hold this count; Stop() waits for it to drain.

@@ -161,29 +161,44 @@ fi
 
 write_requests "$n" "$input_len" "$output_len" "$seed" req- "$work/requests.jsonl"
 
-# 4. The timed job: submit, wait, fetch and write the results.
+# 4. The timed job: submit, wait, fetch and write the results. Everything the client does is
+# inside t0..t1 (process start, reading the input, SubmitJob, waiting, GetResults, writing the
+# file); checking the results is not. --timing only adds a line on stderr at the end.
 t0=$(now)
 "$bin/dpinfer" submit --coordinator "$addr" --input "$work/requests.jsonl" \
-  --output "$work/results.jsonl" --timeout "$job_timeout" > "$work/submit.log" 2>&1 \
+  --output "$work/results.jsonl" --timeout "$job_timeout" --timing > "$work/submit.log" 2>&1 \
   || { cat "$work/submit.log" >&2; tail_logs; exit 1; }
 t1=$(now)
 cat "$work/submit.log"
 read -r requests ok completion prompt < <(count_results "$work/results.jsonl" "$n" "$output_len") \
   || { tail_logs; exit 1; }
 [[ ${requests:-} == "$n" && ${ok:-} == "$n" ]] || { tail_logs; exit 1; }
-# The coordinator's own job time (first dispatch to last result) from the summary line.
+# The coordinator's own job time (first dispatch to last result): from the unix times --timing
+# prints (same host, same clock), else from the summary line (two decimals).
 job_wall=$(sed -n 's/.*wall time: \([0-9.]*\) s.*/\1/p' "$work/submit.log" | tail -n 1)
+read -r main_at started_at finished_at < <(sed -n \
+  's/.*unix times: main \([0-9.]*\), job started \([0-9.]*\), finished \([0-9.]*\).*/\1 \2 \3/p' \
+  "$work/submit.log" | tail -n 1) || true
 awk -v t0="$t0" -v t1="$t1" -v gen="$completion" -v prompt="$prompt" -v req="$requests" \
     -v job="${job_wall:-0}" -v load="$load_s" -v dev="$device" -v dt="$dtype" \
-    -v in_len="$input_len" -v out_len="$output_len" -v seqs="$max_num_seqs" 'BEGIN {
+    -v in_len="$input_len" -v out_len="$output_len" -v seqs="$max_num_seqs" \
+    -v main_at="${main_at:-0}" -v started="${started_at:-0}" -v finished="${finished_at:-0}" 'BEGIN {
   e = t1 - t0
+  if (started > 0 && finished > started) job = finished - started
   printf "service_bench: %d requests x (%d in + %d out) in %.3f s (job wall %.3f s)\n", \
     req, in_len, out_len, e, job
   printf "  %.1f generated tokens/s, %.1f total tokens/s, %.2f requests/s\n", \
     gen / e, (gen + prompt) / e, req / e
+  before = after = start = -1
+  if (started > 0) {
+    before = started - t0; after = t1 - finished; start = main_at - t0
+    printf "  outside the job wall: %.1f ms before its first dispatch (client process start " \
+      "%.1f ms of it), %.1f ms after its last result\n", before * 1000, start * 1000, after * 1000
+  }
   printf "SERVICE gen_tok_s=%.1f elapsed_s=%.3f requests=%d generated_tokens=%d " \
-    "prompt_tokens=%d total_tok_s=%.1f requests_per_s=%.3f job_wall_s=%s " \
+    "prompt_tokens=%d total_tok_s=%.1f requests_per_s=%.3f job_wall_s=%.3f " \
     "job_gen_tok_s=%.1f worker_ready_s=%s device=%s dtype=%s max_num_seqs=%d input_len=%d " \
-    "output_len=%d\n", gen / e, e, req, gen, prompt, (gen + prompt) / e, req / e, job, \
-    (job > 0 ? gen / job : 0), load, dev, dt, seqs, in_len, out_len
+    "output_len=%d before_job_s=%.4f after_job_s=%.4f client_start_s=%.4f\n", gen / e, e, req, \
+    gen, prompt, (gen + prompt) / e, req / e, job, (job > 0 ? gen / job : 0), load, dev, dt, \
+    seqs, in_len, out_len, before, after, start
 }'

@@ -4,7 +4,9 @@
 #include "coordinator/batch_format.h"
 
 #include <ostream>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -235,6 +237,75 @@ TEST(RenderTest, SuccessNeverThrowsOnBadUtf8Text) {
   c.set_finish_reason("stop");
   nlohmann::json j = nlohmann::json::parse(RenderSuccess(r, c, "j", "m", 1));
   EXPECT_EQ(j["response"]["body"]["choices"][0]["text"], "cut \xEF\xBF\xBD");
+}
+
+// RenderSuccess as it was first written: an ordered_json tree, dumped. The direct writer must give
+// the same bytes for any text, ids and names, ill-formed UTF-8 and control characters included.
+std::string RenderSuccessAsTree(const BatchRequest& request, const v1::Completion& completion,
+                                const std::string& job_id, const std::string& model,
+                                int64_t created) {
+  using Json = nlohmann::ordered_json;
+  const int64_t completion_tokens = completion.output_ids_size();
+  Json choice = {{"index", 0},
+                 {"text", completion.text()},
+                 {"logprobs", nullptr},
+                 {"finish_reason", completion.finish_reason()}};
+  Json body = {{"id", absl::StrCat("cmpl-", job_id, "-", request.index)},
+               {"object", "text_completion"},
+               {"created", created},
+               {"model", model},
+               {"choices", Json::array({std::move(choice)})},
+               {"usage",
+                {{"prompt_tokens", completion.prompt_tokens()},
+                 {"completion_tokens", completion_tokens},
+                 {"total_tokens", completion.prompt_tokens() + completion_tokens}}}};
+  Json out = {{"id", absl::StrCat("batch_req_", job_id, "_", request.index)},
+              {"custom_id", request.custom_id ? Json(*request.custom_id) : Json(nullptr)},
+              {"response",
+               {{"status_code", 200},
+                {"request_id", absl::StrCat(job_id, "-", request.index)},
+                {"body", std::move(body)}}},
+              {"error", nullptr}};
+  return out.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+TEST(RenderTest, SuccessLineIsTheTreeDumpByteForByte) {
+  const std::vector<std::string> texts = {
+      "",
+      "plain text",
+      "quote \" backslash \\ slash / tab \t newline \n cr \r bs \b ff \f",
+      std::string("nul \0 and \x01\x1f\x7f", 13),
+      "héllo, 世界 🙂",
+      "cut \xe4\xb8",
+      "lone \x80 continuation, \xc0\xaf overlong, \xed\xa0\x80 surrogate, \xf5\x80 past U+10FFFF",
+      "\xff\xfe\xfd",
+      "\xe2\x82",
+      "ok \xe2\x82\xac then bad \xe2\x28\xa1 end"};
+  std::mt19937 rng(7);
+  std::vector<std::string> all = texts;
+  for (int i = 0; i < 300; ++i) {
+    std::string t(rng() % 40, '\0');
+    for (char& ch : t) ch = static_cast<char>(rng() % 256);
+    all.push_back(t);
+  }
+  int64_t index = 0;
+  for (const std::string& text : all) {
+    for (bool with_id : {true, false}) {
+      BatchRequest r;
+      r.index = index++;
+      if (with_id) r.custom_id = index % 3 == 0 ? text : "req-\"" + std::to_string(index);
+      v1::Completion c;
+      c.set_text(text);
+      for (int k = 0; k < static_cast<int>(index % 5); ++k) c.add_output_ids(k);
+      c.set_prompt_tokens(static_cast<int32_t>(index * 7));
+      c.set_finish_reason(index % 2 ? "stop" : "length");
+      const std::string model = index % 4 == 0 ? text : "stories260K";
+      EXPECT_EQ(RenderSuccess(r, c, "job-ab12-5", model, 1795620587),
+                RenderSuccessAsTree(r, c, "job-ab12-5", model, 1795620587))
+          << "text "
+          << nlohmann::json(text).dump(-1, ' ', true, nlohmann::json::error_handler_t::replace);
+    }
+  }
 }
 
 TEST(RenderTest, ErrorLineHasDocumentedFields) {
