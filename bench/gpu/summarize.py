@@ -133,7 +133,8 @@ def main():
                       f"GEMM plans, KV cache) | {fmt(e.get('load_s'), 2)} s | | |")
         if h:
             print(f"  HF generate: {fmt(hf_out)} output tokens/s (batch "
-                  f"{int(h.get('batch_size', 0))}, {int(h.get('batches', 0))} batch(es), "
+                  f"{int(h.get('batch_size', 0))}, {int(h.get('batches', 0))} batch(es) after "
+                  f"a {h.get('warmup_tokens', '?')}-token warm-up batch, "
                   f"{fmt(h.get('step_ms'), 2)} ms/step; torch {h.get('torch')}, "
                   f"transformers {h.get('transformers')}"
                   f"{', STOPPED EARLY' if h.get('stopped_early') == 'True' else ''})")
