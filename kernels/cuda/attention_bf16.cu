@@ -311,6 +311,32 @@ __device__ __forceinline__ void AttendKeys(const QFrag& q_frag, const bf16* k_s,
   }
 }
 
+// A warp's online-softmax state for its 16 rows, into the merge area: completes each row's sum
+// over the quad, then stores the rows below `rows` (the unnormalised output to s_o's row r, with
+// stride kMergeLd, and (max, sum) to s_ml[r]).
+template <int kDimFrags, int kMergeLd>
+__device__ __forceinline__ void StoreWarpState(const float (&o)[kDimFrags][4],
+                                               const float (&row_max)[2], float (&row_sum)[2],
+                                               int rows, int lane, float* s_o, float2* s_ml) {
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 1);
+    row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 2);
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = g + 8 * h;
+    if (r >= rows) continue;
+    float* dst = s_o + r * kMergeLd;
+#pragma unroll
+    for (int d = 0; d < kDimFrags; ++d) {
+      *reinterpret_cast<float2*>(dst + d * 8 + 2 * t4) = make_float2(o[d][2 * h], o[d][2 * h + 1]);
+    }
+    if (t4 == 0) s_ml[r] = make_float2(row_max[h], row_sum[h]);
+  }
+}
+
 // A pass of at most 16 rows (a decode tile: group rows; or a prefill tile of few rows): one m16
 // slice holds them all, so rather than one warp walking every key while the others only load, each
 // K/V tile is cut into kSlices slices of 16 keys and warp w takes keys [16 w, 16 w + 16) of every
@@ -419,23 +445,8 @@ __device__ __forceinline__ void AttendFewRows(const AttnParams& p, const TileInf
   float* s_o = reinterpret_cast<float*>(smem);  // [kSlices][16][kMergeLd]
   float2* s_ml = reinterpret_cast<float2*>(s_o + kSlices * 16 * kMergeLd);  // [kSlices][16]
   if (computes) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {  // the quad's partial sums make the row's sum
-      row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 1);
-      row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 2);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = g + 8 * h;
-      if (r >= num_rows) continue;
-      float* dst = s_o + (warp * 16 + r) * kMergeLd;
-#pragma unroll
-      for (int d = 0; d < kDimFrags; ++d) {
-        *reinterpret_cast<float2*>(dst + d * 8 + 2 * t4) =
-            make_float2(o[d][2 * h], o[d][2 * h + 1]);
-      }
-      if (t4 == 0) s_ml[warp * 16 + r] = make_float2(row_max[h], row_sum[h]);
-    }
+    StoreWarpState<kDimFrags, kMergeLd>(o, row_max, row_sum, num_rows, lane,
+                                        s_o + warp * 16 * kMergeLd, s_ml + warp * 16);
   }
   __syncthreads();
 
@@ -919,23 +930,8 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDimPad>::kThreads,
   float* s_o = reinterpret_cast<float*>(smem_raw);                         // [kWarps][16][kMergeLd]
   float2* s_ml = reinterpret_cast<float2*>(s_o + kWarps * 16 * kMergeLd);  // [kWarps][16]
   if (computes) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {  // the quad's partial sums make the row's sum
-      row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 1);
-      row_sum[h] += __shfl_xor_sync(0xffffffffu, row_sum[h], 2);
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = g + 8 * h;
-      if (r >= group) continue;
-      float* dst = s_o + (warp * 16 + r) * kMergeLd;
-#pragma unroll
-      for (int d = 0; d < kDimFrags; ++d) {
-        *reinterpret_cast<float2*>(dst + d * 8 + 2 * t4) =
-            make_float2(o[d][2 * h], o[d][2 * h + 1]);
-      }
-      if (t4 == 0) s_ml[warp * 16 + r] = make_float2(row_max[h], row_sum[h]);
-    }
+    StoreWarpState<kDimFrags, kMergeLd>(o, row_max, row_sum, group, lane,
+                                        s_o + warp * 16 * kMergeLd, s_ml + warp * 16);
   }
   __syncthreads();
 

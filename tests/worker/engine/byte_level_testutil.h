@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
+#include "tests/worker/engine/tokenizer_json_testutil.h"
 #include "worker/engine/tokenizer/tokenizer.h"
 
 namespace dpinfer::engine::byte_level_test {
@@ -96,22 +97,8 @@ inline nlohmann::json TinyTokenizerJson() {
         {"trim_offsets", true},
         {"use_regex", true}}},
       {"post_processor", nullptr},
-      {"decoder",
-       {{"type", "ByteLevel"},
-        {"add_prefix_space", true},
-        {"trim_offsets", true},
-        {"use_regex", true}}},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"ignore_merges", true},
-        {"vocab", vocab},
-        {"merges", Json::array()}}},
+      {"decoder", tokenizer_json::ByteLevelDecoder()},
+      {"model", tokenizer_json::BpeModel(vocab, Json::array())},
   };
 }
 

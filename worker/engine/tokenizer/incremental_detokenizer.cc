@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "worker/engine/tokenizer/tokenizer.h"
+#include "worker/engine/tokenizer/utf8.h"
 
 namespace dpinfer::engine {
 namespace {
@@ -64,24 +65,9 @@ bool EndsInsideSequence(std::string_view bytes) {
   const unsigned char c = static_cast<unsigned char>(bytes[j]);
   const size_t have = bytes.size() - j;
   size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c == 0xE0) {
-    n = 3, lo = 0xA0;
-  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-    n = 3;
-  } else if (c == 0xED) {
-    n = 3, hi = 0x9F;
-  } else if (c == 0xF0) {
-    n = 4, lo = 0x90;
-  } else if (c >= 0xF1 && c <= 0xF3) {
-    n = 4;
-  } else if (c == 0xF4) {
-    n = 4, hi = 0x8F;
-  } else {
-    return false;  // ASCII, a continuation byte or a byte that starts no sequence
-  }
+  unsigned char lo, hi;  // allowed range of the second byte
+  // ASCII, a continuation byte or a byte that starts no sequence: nothing to wait for.
+  if (!Utf8Lead(c, &n, &lo, &hi)) return false;
   if (have >= n) return false;
   if (have >= 2) {
     const unsigned char second = static_cast<unsigned char>(bytes[j + 1]);

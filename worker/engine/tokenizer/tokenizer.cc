@@ -6,6 +6,7 @@
 // fallback) and byte-level BPE (GPT-2, Llama 3, Qwen2: ByteLevel and Split pre-tokenizers with
 // ICU regexes, the ByteLevel decoder).
 #include "worker/engine/tokenizer/tokenizer.h"
+#include "worker/engine/tokenizer/utf8.h"
 
 #include <algorithm>
 #include <array>
@@ -57,24 +58,8 @@ size_t ScanUtf8(std::string_view s, size_t i, size_t* prefix) {
   *prefix = 1;
   if (c < 0x80) return 1;
   size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-  } else if (c == 0xE0) {
-    n = 3, lo = 0xA0;
-  } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-    n = 3;
-  } else if (c == 0xED) {
-    n = 3, hi = 0x9F;
-  } else if (c == 0xF0) {
-    n = 4, lo = 0x90;
-  } else if (c >= 0xF1 && c <= 0xF3) {
-    n = 4;
-  } else if (c == 0xF4) {
-    n = 4, hi = 0x8F;
-  } else {
-    return 0;
-  }
+  unsigned char lo, hi;  // allowed range of the second byte
+  if (!Utf8Lead(c, &n, &lo, &hi)) return 0;
   if (i + 1 >= s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
   size_t k = 2;
   while (k < n && i + k < s.size() && (byte(i + k) & 0xC0) == 0x80) ++k;

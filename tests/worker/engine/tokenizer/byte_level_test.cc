@@ -20,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "tests/reference_testutil.h"
 #include "tests/test_env.h"
+#include "tests/worker/engine/tokenizer_json_testutil.h"
 #include "worker/engine/tokenizer/tokenizer.h"
 
 namespace dpinfer::engine {
@@ -321,22 +322,8 @@ Json Llama3Style() {
                   {"ids", Json::array({300})},
                   {"tokens", Json::array({"<|begin_of_text|>"})}}}}}},
          })}}},
-      {"decoder",
-       {{"type", "ByteLevel"},
-        {"add_prefix_space", true},
-        {"trim_offsets", true},
-        {"use_regex", true}}},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"ignore_merges", true},
-        {"vocab", vocab},
-        {"merges", merges}}},
+      {"decoder", tokenizer_json::ByteLevelDecoder()},
+      {"model", tokenizer_json::BpeModel(vocab, merges)},
   };
   return j;
 }
