@@ -18,30 +18,8 @@
 
 namespace dpinfer::engine::byte_level_test {
 
-// GPT-2's bytes_to_unicode(), written out again so that tests do not trust the code under test
-// for it: the UTF-8 of the character that stands for each byte.
-inline std::vector<std::string> ByteChars() {
-  std::vector<std::string> chars(256);
-  int next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    const int cp = printable ? b : next++;
-    if (cp < 0x80) {
-      chars[b] = std::string(1, static_cast<char>(cp));
-    } else {
-      chars[b] = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-    }
-  }
-  return chars;
-}
-
-// Spells the bytes of `text` in byte-level characters, as byte-level vocab entries are spelled.
-inline std::string Spell(std::string_view text) {
-  static const std::vector<std::string> chars = ByteChars();
-  std::string out;
-  for (unsigned char c : text) out += chars[c];
-  return out;
-}
+using tokenizer_json::ByteChars;
+using tokenizer_json::Spell;
 
 // Ids of the tiny tokenizer: 0..255 the single bytes, then kFirstMerged.. the multi-byte tokens
 // (kMergedBytes order), ids up to kSpecial unknown (a gap), kSpecial a special added token

@@ -220,30 +220,8 @@ TEST_F(Gpt2TokenizerTest, IncrementalDetokenizerPiecesJoinToDecodedText) {
 // ---------------------------------------------------------------------------------------------
 // Hand-made tokenizer.json files.
 
-// GPT-2's bytes_to_unicode(), written out again here so the test does not trust the code under
-// test for it: the UTF-8 of the character that stands for each byte.
-std::vector<std::string> ByteChars() {
-  std::vector<std::string> chars(256);
-  int next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    const int cp = printable ? b : next++;
-    if (cp < 0x80) {
-      chars[b] = std::string(1, static_cast<char>(cp));
-    } else {
-      chars[b] = {static_cast<char>(0xC0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3F))};
-    }
-  }
-  return chars;
-}
-
-// Spells `text` in byte-level characters, as byte-level vocab entries are spelled.
-std::string Spell(const std::string& text) {
-  static const std::vector<std::string> chars = ByteChars();
-  std::string out;
-  for (unsigned char c : text) out += chars[c];
-  return out;
-}
+using tokenizer_json::ByteChars;
+using tokenizer_json::Spell;
 
 constexpr char kLlama3Pattern[] =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
