@@ -311,6 +311,25 @@ __device__ __forceinline__ void AttendKeys(const QFrag& q_frag, const bf16* k_s,
   }
 }
 
+// A warp's Q as mma A fragments straight from global memory (row-major m16 x k16 blocks: registers
+// j = 0..3 hold rows g / g + 8 and columns 2t4 / 2t4 + 8 of block kk), zeros for a row without a
+// pointer and past head_dim (pairs are even and head_dim % 8 == 0: inside the row or wholly past).
+template <int kHeadDimPad>
+__device__ __forceinline__ void LoadQFragments(const bf16* const (&q_row)[2], int head_dim, int t4,
+                                               uint32_t (&q_regs)[kHeadDimPad / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < kHeadDimPad / 16; ++kk) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int h = j & 1, c = kk * 16 + (j >> 1) * 8 + 2 * t4;
+      q_regs[kk][j] = 0u;
+      if (q_row[h] != nullptr && c < head_dim) {
+        q_regs[kk][j] = __ldg(reinterpret_cast<const unsigned int*>(q_row[h] + c));
+      }
+    }
+  }
+}
+
 // A warp's online-softmax state for its 16 rows, into the merge area: completes each row's sum
 // over the quad, then stores the rows below `rows` (the unnormalised output to s_o's row r, with
 // stride kMergeLd, and (max, sum) to s_ml[r]).
@@ -391,18 +410,9 @@ __device__ __forceinline__ void AttendFewRows(const AttnParams& p, const TileInf
           p.q + (static_cast<int64_t>(ti.row0 + token) * num_heads + kvh * group + hig) * head_dim;
     }
   }
+  if (!computes) q_row[0] = q_row[1] = nullptr;
   uint32_t q_regs[kHeadDimPad / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < kHeadDimPad / 16; ++kk) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int h = j & 1, c = kk * 16 + (j >> 1) * 8 + 2 * t4;
-      q_regs[kk][j] = 0u;
-      if (computes && q_row[h] != nullptr && c < head_dim) {
-        q_regs[kk][j] = __ldg(reinterpret_cast<const unsigned int*>(q_row[h] + c));
-      }
-    }
-  }
+  LoadQFragments<kHeadDimPad>(q_row, head_dim, t4, q_regs);
   auto q_frag = [&](int kk, uint32_t(&a)[4]) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) a[j] = q_regs[kk][j];
@@ -876,17 +886,7 @@ __global__ void __launch_bounds__(DecodeConfig<kHeadDimPad>::kThreads,
     }
   }
   uint32_t q_regs[kHeadDimPad / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < kHeadDimPad / 16; ++kk) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int h = j & 1, c = kk * 16 + (j >> 1) * 8 + 2 * t4;
-      q_regs[kk][j] = 0u;
-      if (q_row[h] != nullptr && c < head_dim) {
-        q_regs[kk][j] = __ldg(reinterpret_cast<const unsigned int*>(q_row[h] + c));
-      }
-    }
-  }
+  LoadQFragments<kHeadDimPad>(q_row, head_dim, t4, q_regs);
   auto q_frag = [&](int kk, uint32_t(&a)[4]) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) a[j] = q_regs[kk][j];
