@@ -403,14 +403,13 @@ __device__ __forceinline__ void AttendFewRows(const AttnParams& p, const TileInf
   for (int h = 0; h < 2; ++h) {
     const int r = g + 8 * h;
     limit[h] = 0;
-    if (r < num_rows) {
+    if (computes && r < num_rows) {
       const int token = r / group, hig = r - token * group;
       limit[h] = min(ti.pos_first + token + 1, kv_hi);
       q_row[h] =
           p.q + (static_cast<int64_t>(ti.row0 + token) * num_heads + kvh * group + hig) * head_dim;
     }
   }
-  if (!computes) q_row[0] = q_row[1] = nullptr;
   uint32_t q_regs[kHeadDimPad / 16][4];
   LoadQFragments<kHeadDimPad>(q_row, head_dim, t4, q_regs);
   auto q_frag = [&](int kk, uint32_t(&a)[4]) {
@@ -1043,25 +1042,6 @@ cudaError_t LaunchForHeadDim(cudaStream_t stream, const AttnParams& p, int64_t n
 // The decode kernel's kv heads per block, as set by SetAttentionDecodeHeadsPerBlock: 0 chooses
 // (DecodeHeadsLog2), a power of two forces it, < 0 turns the decode kernel off.
 std::atomic<int> g_decode_heads_per_block{0};
-
-// The current device's SM count, cached per device (a device attribute, not a stream operation:
-// legal while a graph is being captured).
-cudaError_t SmCount(int* count) {
-  constexpr int kCachedDevices = 64;
-  static std::atomic<int> cached[kCachedDevices];
-  int dev = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err != cudaSuccess) return err;
-  if (dev >= 0 && dev < kCachedDevices) {
-    *count = cached[dev].load(std::memory_order_relaxed);
-    if (*count > 0) return cudaSuccess;
-  }
-  err = cudaDeviceGetAttribute(count, cudaDevAttrMultiProcessorCount, dev);
-  if (err != cudaSuccess) return err;
-  if (*count <= 0) *count = 1;
-  if (dev >= 0 && dev < kCachedDevices) cached[dev].store(*count, std::memory_order_relaxed);
-  return cudaSuccess;
-}
 
 // log2 of the kv heads a decode block takes: all of them up to 8 (the next power of two of
 // num_kv_heads, so 3 heads take one block with a quarter of its warps idle), halved while the

@@ -8,7 +8,6 @@
 // time. SiLU·mul is a grid-stride loop over 8-element groups with a grid of a few blocks per SM;
 // its index math is 32-bit whenever the tensor is small enough (it always is in practice).
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 
 #include "kernels/cuda/fast_ops.h"
@@ -21,29 +20,9 @@ constexpr int kBlocksPerSm = 8;  // grid cap for the grid-stride loops: one wave
 
 bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// Multiprocessors of the current device, cached per device after the first query (host-side
-// attribute calls only, no stream work).
-int SmCount() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices] = {};
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 132;
-  if (dev >= 0 && dev < kMaxDevices) {
-    const int c = cache[dev].load(std::memory_order_relaxed);
-    if (c > 0) return c;
-  }
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      sms <= 0) {
-    return 132;
-  }
-  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(sms, std::memory_order_relaxed);
-  return sms;
-}
-
-int64_t GridStrideBlocks(int64_t work_items) {
+int64_t GridStrideBlocks(int64_t work_items, int sms) {
   const int64_t needed = (work_items + kThreads - 1) / kThreads;
-  return std::max<int64_t>(1, std::min<int64_t>(needed, int64_t{SmCount()} * kBlocksPerSm));
+  return std::max<int64_t>(1, std::min<int64_t>(needed, int64_t{sms} * kBlocksPerSm));
 }
 
 // The twin's formula: (g / (1 + exp(-g))) * u in fp32, IEEE division and expf (no fast math),
@@ -149,12 +128,14 @@ cudaError_t SiluMulFusedToBf16(cudaStream_t stream, const __nv_bfloat16* gate_up
                                __nv_bfloat16* out, int64_t m, int64_t n) {
   if (gate_up == nullptr || out == nullptr || m < 0 || n <= 0) return cudaErrorInvalidValue;
   if (m == 0) return cudaSuccess;
+  int sms = 0;
+  const cudaError_t err = SmCount(&sms);
+  if (err != cudaSuccess) return err;
   // 32-bit indices when every index into gate_up (< 2 * m * n) fits.
-  const bool small =
-      2 * m * n < (int64_t{1} << 32) - 2 * int64_t{SmCount()} * kBlocksPerSm * kThreads;
+  const bool small = 2 * m * n < (int64_t{1} << 32) - 2 * int64_t{sms} * kBlocksPerSm * kThreads;
   if (n % 8 == 0 && Aligned16(gate_up) && Aligned16(out)) {
     const int64_t nv = n / 8, total = m * nv;
-    const int64_t blocks = GridStrideBlocks(total);
+    const int64_t blocks = GridStrideBlocks(total, sms);
     const auto* in = reinterpret_cast<const uint4*>(gate_up);
     auto* o = reinterpret_cast<uint4*>(out);
     if (small) {
@@ -165,7 +146,7 @@ cudaError_t SiluMulFusedToBf16(cudaStream_t stream, const __nv_bfloat16* gate_up
     }
   } else {
     const int64_t total = m * n;
-    const int64_t blocks = GridStrideBlocks(total);
+    const int64_t blocks = GridStrideBlocks(total, sms);
     if (small) {
       SiluMulFusedKernel<uint32_t><<<blocks, kThreads, 0, stream>>>(
           gate_up, out, static_cast<uint32_t>(total), static_cast<uint32_t>(n));

@@ -14,6 +14,10 @@
 
 namespace dpinfer::kernels::gpu {
 
+// The current device's multiprocessor count, for sizing grids; cached per device after the first
+// query (a device attribute, not stream work: legal while a graph is being captured).
+cudaError_t SmCount(int* count);
+
 // ---------------------------------------------------------------------------------------------
 // Normalization and activation (fast_norm.cu). Twins: cpu RmsNorm / Add+RmsNorm / SiluMul with
 // the output rounded to bf16.
