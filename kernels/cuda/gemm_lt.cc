@@ -3,7 +3,6 @@
 #include "kernels/cuda/gemm_lt.h"
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <utility>
 
@@ -62,17 +61,16 @@ int64_t GemmPlanner::MBucket(int64_t m) {
   return b;
 }
 
-absl::StatusOr<std::unique_ptr<GemmPlanner>> GemmPlanner::Create(void* workspace, size_t bytes,
-                                                                 bool tune) {
+absl::StatusOr<std::unique_ptr<GemmPlanner>> GemmPlanner::Create(void* workspace, size_t bytes) {
   cublasLtHandle_t handle = nullptr;
   CUBLAS_RETURN_IF_ERROR(cublasLtCreate(&handle));
-  auto planner = std::unique_ptr<GemmPlanner>(new GemmPlanner(handle, workspace, bytes, tune));
+  auto planner = std::unique_ptr<GemmPlanner>(new GemmPlanner(handle, workspace, bytes));
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&planner->device_));
   return planner;
 }
 
-GemmPlanner::GemmPlanner(cublasLtHandle_t handle, void* workspace, size_t bytes, bool tune)
-    : handle_(handle), workspace_(workspace), workspace_bytes_(bytes), tune_(tune) {}
+GemmPlanner::GemmPlanner(cublasLtHandle_t handle, void* workspace, size_t bytes)
+    : handle_(handle), workspace_(workspace), workspace_bytes_(bytes) {}
 
 GemmPlanner::~GemmPlanner() {
   shapes_.clear();
@@ -194,14 +192,13 @@ absl::StatusOr<GemmPlanner::Shape*> GemmPlanner::Find(cudaStream_t stream, const
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
   const bool capturing = capture != cudaStreamCaptureStatusNone;
-  const bool measure = tune_ && measuring_ && !capturing;
+  const bool measure = measuring_ && !capturing;
   ASSIGN_OR_RETURN(auto cands, Candidates(*s, measure ? kMaxCandidates : 1));
   s->algo = cands[0].algo;
   // Settled unless a capture kept it from being measured; only measured choices are recorded for
   // the process.
-  s->settled = measure || !(tune_ && measuring_);
+  s->settled = measure || !measuring_;
   if (!measure) return s;
-  const auto t0 = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(std::vector<double> ms, Time(stream, *s, cands, x, w, y, kTuneReps));
   size_t best = 0;
   for (size_t i = 1; i < ms.size(); ++i) {
@@ -209,7 +206,6 @@ absl::StatusOr<GemmPlanner::Shape*> GemmPlanner::Find(cudaStream_t stream, const
   }
   s->algo = cands[best].algo;
   ++plans_measured_;
-  tuning_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // The first planner to record a bucket's choice sets it for the process. (An m whose bucket was
   // recorded at another m but that rejects that algorithm keeps its own choice.)
   absl::MutexLock lock(&PlanMutex());

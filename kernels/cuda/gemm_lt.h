@@ -38,10 +38,9 @@ namespace dpinfer::kernels {
 class GemmPlanner {
  public:
   // `workspace` (not owned, bytes long, 256-byte aligned) is cuBLASLt's scratch for every GEMM
-  // this planner runs; the planner's calls must be ordered on one stream at a time. With `tune`
-  // off every shape takes the heuristic's first choice.
-  static absl::StatusOr<std::unique_ptr<GemmPlanner>> Create(void* workspace, size_t bytes,
-                                                             bool tune);
+  // this planner runs; the planner's calls must be ordered on one stream at a time. It measures
+  // new shape classes until set_measuring(false).
+  static absl::StatusOr<std::unique_ptr<GemmPlanner>> Create(void* workspace, size_t bytes);
   ~GemmPlanner();
   GemmPlanner(const GemmPlanner&) = delete;
   GemmPlanner& operator=(const GemmPlanner&) = delete;
@@ -64,14 +63,13 @@ class GemmPlanner {
 
   // Shape classes measured so far by this planner (not counting other planners' work).
   int64_t plans_measured() const { return plans_measured_; }
-  double tuning_seconds() const { return tuning_seconds_; }
 
   // The bucket of m: 8, 16, then multiples of 32 up to 512, then powers of two.
   static int64_t MBucket(int64_t m);
 
  private:
   struct Shape;  // descriptors of one exact (m, n, k, type) plus its algorithm
-  GemmPlanner(cublasLtHandle_t handle, void* workspace, size_t bytes, bool tune);
+  GemmPlanner(cublasLtHandle_t handle, void* workspace, size_t bytes);
   absl::StatusOr<Shape*> Find(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bfloat16* w,
                               void* y, bool y_bf16, int64_t m, int64_t n, int64_t k);
   absl::StatusOr<std::vector<cublasLtMatmulHeuristicResult_t>> Candidates(const Shape& s,
@@ -86,12 +84,10 @@ class GemmPlanner {
   cublasLtHandle_t handle_;
   void* workspace_;
   size_t workspace_bytes_;
-  bool tune_;
   bool measuring_ = true;
   int device_ = 0;
   std::map<std::tuple<int64_t, int64_t, int64_t, bool>, std::unique_ptr<Shape>> shapes_;
   int64_t plans_measured_ = 0;
-  double tuning_seconds_ = 0.0;
 };
 
 }  // namespace dpinfer::kernels

@@ -188,7 +188,7 @@ TEST_F(CudaParityTest, GemmPlannerMatchesCpu) {
   std::mt19937 rng(112);
   auto ws = DeviceBuffer<uint8_t>::Allocate(int64_t{32} << 20);
   ASSERT_TRUE(ws.ok()) << ws.status();
-  auto planner = GemmPlanner::Create(ws->data(), ws->size(), /*tune=*/true);
+  auto planner = GemmPlanner::Create(ws->data(), ws->size());
   ASSERT_TRUE(planner.ok()) << planner.status();
   GemmPlanner& p = **planner;
   struct Shape {

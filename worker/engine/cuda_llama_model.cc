@@ -760,9 +760,9 @@ absl::Status CudaLlamaModel::ReserveFast(int64_t tokens, int64_t seqs, int64_t t
         cublasSetWorkspace(backend_->cublas(), cublas_workspace_.data(), kCublasWorkspaceBytes));
     // DPINFER_GEMM_TUNING=0 keeps cuBLASLt's first heuristic choice for every shape.
     const char* tuning = std::getenv("DPINFER_GEMM_TUNING");
-    const bool tune = tuning == nullptr || std::string(tuning) != "0";
-    ASSIGN_OR_RETURN(gemm_, kernels::GemmPlanner::Create(cublas_workspace_.data(),
-                                                         kCublasWorkspaceBytes, tune));
+    ASSIGN_OR_RETURN(gemm_,
+                     kernels::GemmPlanner::Create(cublas_workspace_.data(), kCublasWorkspaceBytes));
+    gemm_->set_measuring(tuning == nullptr || std::string(tuning) != "0");
   }
   cap_ = want;
   return absl::OkStatus();
